@@ -1,0 +1,1 @@
+"""injixo-freshchat: Freshchat conversation events in, contact counts per source queue out."""

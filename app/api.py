@@ -1,0 +1,172 @@
+"""Admin API (§7) and the counts read API (§6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.auth import require_token
+from app.counts import parse_query, read_counts, read_queues, to_csv
+from app.errors import BadRequest
+from app.freshchat import verify_api_key
+from app.integrations import Integrations, public
+from app.settings import Settings
+
+
+class IntegrationIn(BaseModel):
+    """Body of `POST /v1/integrations`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=1000)
+    freshchat_domain: str = Field(max_length=1000)
+    freshchat_api_key: str = Field(max_length=4096)
+    verify: bool = True
+
+
+class IntegrationPatch(BaseModel):
+    """Body of `PATCH /v1/integrations/{id}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=1000)
+    freshchat_domain: str | None = Field(default=None, max_length=1000)
+    freshchat_api_key: str | None = Field(default=None, max_length=4096)
+    verify: bool = True
+
+
+def _json(request_body: bytes, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate_json(request_body or b"{}")
+    except ValidationError as exc:
+        detail = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise BadRequest("invalid request body", detail) from None
+
+
+def _state(request: Request) -> tuple[Settings, Integrations]:
+    settings: Settings = request.app.state.settings
+    return settings, request.app.state.integrations
+
+
+def _admin(request: Request) -> Integrations:
+    settings, integrations = _state(request)
+    require_token(request, (settings.admin_token,))
+    return integrations
+
+
+def _reader(request: Request) -> Integrations:
+    settings, integrations = _state(request)
+    require_token(request, (settings.admin_token, *settings.reader_token_list))
+    return integrations
+
+
+def _json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def create_integration(request: Request) -> Response:
+    """Create an integration (verifying the Freshchat key unless `verify` is false)."""
+    integrations = _admin(request)
+    body = _json(await request.body(), IntegrationIn)
+    record = await integrations.create(
+        body.name,
+        body.freshchat_domain,
+        body.freshchat_api_key,
+        verify_api_key if body.verify else None,
+    )
+    return _json_response(public(record), 201)
+
+
+async def list_integrations(request: Request) -> Response:
+    """All integrations, without secrets."""
+    integrations = _admin(request)
+    return _json_response({"integrations": [public(r) for r in await integrations.list()]})
+
+
+async def integration(request: Request) -> Response:
+    """GET, PATCH or DELETE one integration."""
+    integrations = _admin(request)
+    iid = request.path_params["iid"]
+    if request.method == "DELETE":
+        await integrations.delete(iid)
+        return Response(status_code=204)
+    if request.method == "PATCH":
+        body = _json(await request.body(), IntegrationPatch)
+        changes = body.model_dump(exclude_unset=True, exclude={"verify"})
+        if not changes:
+            raise BadRequest("nothing to change: give name, freshchat_domain or freshchat_api_key")
+        record = await integrations.update(iid, changes, verify_api_key if body.verify else None)
+        return _json_response(public(record))
+    return _json_response(public(await integrations.get(iid)))
+
+
+async def api_keys(request: Request) -> Response:
+    """POST creates a key (shown once); GET lists key metadata."""
+    integrations = _admin(request)
+    iid = request.path_params["iid"]
+    if request.method == "POST":
+        return _json_response(await integrations.create_key(iid), 201)
+    return _json_response({"api_keys": await integrations.list_keys(iid)})
+
+
+async def revoke_api_key(request: Request) -> Response:
+    """Revoke one key; it stops working at once."""
+    integrations = _admin(request)
+    await integrations.revoke_key(request.path_params["iid"], request.path_params["key_id"])
+    return Response(status_code=204)
+
+
+async def contacts(request: Request) -> Response:
+    """Counts per interval and queue, JSON or CSV."""
+    integrations = _reader(request)
+    iid = request.path_params["iid"]
+    record = await integrations.get(iid)
+    params = request.query_params
+    query = parse_query(
+        params.get("from"),
+        params.get("to"),
+        params.get("interval"),
+        params.get("tz"),
+        params.get("queue"),
+    )
+    rows = await read_counts(integrations.redis, integrations.keys, record["shard"], iid, query)
+    wants_csv = params.get("format") == "csv" or "text/csv" in request.headers.get("accept", "")
+    if wants_csv:
+        return Response(to_csv(rows), media_type="text/csv; charset=utf-8")
+    return _json_response(
+        {
+            "integration_id": iid,
+            "interval_minutes": query.interval,
+            "from": params["from"],
+            "to": params["to"],
+            "rows": rows,
+        }
+    )
+
+
+async def queues(request: Request) -> Response:
+    """Every source queue seen, with first/last seen and total contacts."""
+    integrations = _reader(request)
+    iid = request.path_params["iid"]
+    record = await integrations.get(iid)
+    found = await read_queues(integrations.redis, integrations.keys, record["shard"], iid)
+    return _json_response({"integration_id": iid, "queues": found})
+
+
+ROUTES = [
+    Route("/v1/integrations", create_integration, methods=["POST"]),
+    Route("/v1/integrations", list_integrations, methods=["GET"]),
+    Route("/v1/integrations/{iid}", integration, methods=["GET", "PATCH", "DELETE"]),
+    Route("/v1/integrations/{iid}/api-keys", api_keys, methods=["GET", "POST"]),
+    Route("/v1/integrations/{iid}/api-keys/{key_id}", revoke_api_key, methods=["DELETE"]),
+    Route("/v1/integrations/{iid}/contacts", contacts, methods=["GET"]),
+    Route("/v1/integrations/{iid}/queues", queues, methods=["GET"]),
+]

@@ -1,0 +1,172 @@
+"""Reading contact counts: 15-minute UTC buckets rolled up to 15/30/60 minutes (§6)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from redis.asyncio import Redis
+
+from app.errors import BadRequest
+from app.keys import Keys
+
+SLOT_MS = 900_000
+SLOTS_PER_DAY = 96
+MAX_RANGE = timedelta(days=31)
+INTERVALS = (15, 30, 60)
+UNDEFINED_QUEUE = "Undefined_Queue"
+
+
+@dataclass(frozen=True)
+class Query:
+    """A validated counts request."""
+
+    start: datetime
+    end: datetime
+    interval: int
+    zone: ZoneInfo | None
+    queue: str | None
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadRequest(
+            f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)"
+        ) from None
+
+
+def _instant(label: str, value: str | None, zone: ZoneInfo | None) -> datetime:
+    if not value:
+        raise BadRequest(f"`{label}` is required (ISO 8601, e.g. 2026-11-23T08:00:00Z)")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace(" ", "+"))
+    except ValueError:
+        raise BadRequest(f"`{label}` is not an ISO 8601 time: {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone or UTC)
+    return parsed
+
+
+def _aligned(moment: datetime, interval: int, zone: ZoneInfo | None) -> bool:
+    local = moment.astimezone(zone or UTC)
+    return local.second == 0 and local.microsecond == 0 and local.minute % interval == 0
+
+
+def parse_query(
+    start: str | None,
+    end: str | None,
+    interval: str | None,
+    tz: str | None,
+    queue: str | None,
+) -> Query:
+    """Validate the query string of a counts request; BadRequest says what is wrong."""
+    try:
+        minutes = int(interval) if interval else 15
+    except ValueError:
+        minutes = -1
+    if minutes not in INTERVALS:
+        raise BadRequest("`interval` must be 15, 30 or 60 (minutes)")
+    zone = _zone(tz)
+    begin, finish = _instant("from", start, zone), _instant("to", end, zone)
+    if finish <= begin:
+        raise BadRequest("`to` must be after `from`")
+    if finish - begin > MAX_RANGE:
+        raise BadRequest("the range may span at most 31 days")
+    for label, moment in (("from", begin), ("to", finish)):
+        if not _aligned(moment, minutes, zone):
+            where = f"in {tz}" if zone else "in UTC"
+            raise BadRequest(f"`{label}` must be aligned to a {minutes}-minute boundary {where}")
+    return Query(begin, finish, minutes, zone, queue if queue else None)
+
+
+def _iso(moment: datetime, zone: ZoneInfo | None) -> str:
+    if zone is None:
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(zone).isoformat()
+
+
+def _bucket(slot: int, interval: int, zone: ZoneInfo | None) -> datetime:
+    """Start of the interval (local clock when a zone is given) holding a 15-minute slot."""
+    utc = datetime.fromtimestamp(slot * SLOT_MS / 1000, UTC)
+    local = utc.astimezone(zone) if zone else utc
+    floored = local - timedelta(minutes=local.minute % interval)
+    return floored.astimezone(UTC)
+
+
+async def queue_names(redis: Redis, keys: Keys, shard: int, iid: str) -> dict[int, str]:
+    """Queue id -> name for one integration."""
+    raw = await redis.hgetall(keys.queue_names(shard, iid))
+    names = {0: UNDEFINED_QUEUE}
+    for name, value in raw.items():
+        if name.startswith(b"#") and len(name) > 1:
+            names[int(name[1:])] = value.decode()
+    return names
+
+
+async def read_counts(
+    redis: Redis, keys: Keys, shard: int, iid: str, query: Query
+) -> list[dict[str, Any]]:
+    """Rows `{interval_start, queue, contacts}` sorted by interval then queue; no zero rows."""
+    first = int(query.start.timestamp() * 1000) // SLOT_MS
+    last = int(query.end.timestamp() * 1000) // SLOT_MS  # exclusive
+    days = range(first // SLOTS_PER_DAY, (last - 1) // SLOTS_PER_DAY + 1)
+    async with redis.pipeline(transaction=False) as pipe:
+        for day in days:
+            pipe.hgetall(keys.counts(shard, iid, day))
+        per_day = await pipe.execute()
+    names = await queue_names(redis, keys, shard, iid)
+    totals: dict[tuple[datetime, str], int] = defaultdict(int)
+    for day, fields in zip(days, per_day, strict=True):
+        for key, value in fields.items():
+            slot_of_day, _, qid = key.decode().partition(":")
+            slot = day * SLOTS_PER_DAY + int(slot_of_day)
+            queue = names.get(int(qid), UNDEFINED_QUEUE)
+            if first <= slot < last and (query.queue is None or queue == query.queue):
+                totals[(_bucket(slot, query.interval, query.zone), queue)] += int(value)
+    return [
+        {"interval_start": _iso(start, query.zone), "queue": queue, "contacts": n}
+        for (start, queue), n in sorted(totals.items())
+        if n > 0
+    ]
+
+
+async def read_queues(redis: Redis, keys: Keys, shard: int, iid: str) -> list[dict[str, Any]]:
+    """Every queue seen: first/last interval with a terminal event, and current contacts."""
+    names = await queue_names(redis, keys, shard, iid)
+    raw = await redis.hgetall(keys.queue_stats(shard, iid))
+    stats: dict[int, dict[str, int]] = defaultdict(dict)
+    for key, value in raw.items():
+        qid, _, what = key.decode().partition(":")
+        stats[int(qid)][what] = int(value)
+    out = []
+    for qid, s in stats.items():
+        if "f" not in s:
+            continue
+        out.append(
+            {
+                "queue": names.get(qid, UNDEFINED_QUEUE),
+                "first_seen": _iso(datetime.fromtimestamp(s["f"] * SLOT_MS / 1000, UTC), None),
+                "last_seen": _iso(datetime.fromtimestamp(s["l"] * SLOT_MS / 1000, UTC), None),
+                "contacts": s.get("n", 0),
+            }
+        )
+    return sorted(out, key=lambda q: q["queue"])
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV with a header line."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["interval_start", "queue", "contacts"])
+    for row in rows:
+        writer.writerow([row["interval_start"], row["queue"], row["contacts"]])
+    return buffer.getvalue()

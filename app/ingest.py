@@ -1,0 +1,260 @@
+"""`POST /v1/freshchat/events`: authenticate, validate, store in one round trip (§3)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from app.auth import bearer_token, hash_key
+from app.errors import (
+    AppError,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from app.events import parse_body, to_compacts
+from app.jobs import enqueue_drain
+from app.keys import Keys
+from app.scripts import lua
+from app.settings import Settings
+
+log = logging.getLogger("injixo.ingest")
+NEGATIVE_TTL_S = 5.0
+NEGATIVE_MAX = 10_000
+LAST_USED_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What an injixo API key stands for."""
+
+    integration_id: str
+    key_id: str
+    shard: int
+    key_hash: str
+
+
+@dataclass
+class KeyDirectory:
+    """Key hash -> credential; the mapping never changes, so positives are cached for good.
+
+    Revocation is checked inside the ingest script on every request, so the cache
+    cannot let a revoked key through on any web process.
+    """
+
+    redis: Redis
+    keys: Keys
+    known: dict[str, Credential] = field(default_factory=dict)
+    unknown: dict[str, float] = field(default_factory=dict)
+    shards: dict[str, int] = field(default_factory=dict)
+
+    async def lookup(self, secret: str) -> Credential | None:
+        """The credential for a presented key, or None if no such key was ever issued."""
+        key_hash = hash_key(secret)
+        cred = self.known.get(key_hash)
+        if cred is not None:
+            return cred
+        now = time.monotonic()
+        if self.unknown.get(key_hash, 0.0) > now:
+            return None
+        raw = await self.redis.get(self.keys.api_key(key_hash))
+        if raw is None:
+            if len(self.unknown) >= NEGATIVE_MAX:
+                self.unknown.clear()
+            self.unknown[key_hash] = now + NEGATIVE_TTL_S
+            return None
+        integration_id, _, key_id = raw.decode().partition(":")
+        shard = self.shards.get(integration_id)
+        if shard is None:
+            record = await self.redis.hget(self.keys.integrations(), integration_id)
+            if record is None:
+                return None
+            shard = int(orjson.loads(record)["shard"])
+            self.shards[integration_id] = shard
+        cred = Credential(integration_id, key_id, shard, key_hash)
+        self.known[key_hash] = cred
+        return cred
+
+
+@dataclass
+class _Pending:
+    keys: list[str]
+    args: list[Any]
+    future: asyncio.Future[int]
+
+
+@dataclass
+class GroupCommit:
+    """Collects ingest-script calls from concurrent requests and sends them as one pipeline.
+
+    While one pipeline is in flight the next requests queue up, so batches grow with load
+    and an idle server adds no delay.
+    """
+
+    redis: Redis
+    pending: list[_Pending] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    async def call(self, keys: list[str], args: list[Any]) -> int:
+        """Run the ingest script with these keys and args; returns its result."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending.append(_Pending(keys, args, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        script = lua("app/lua/ingest.lua")
+        while self.pending:
+            batch, self.pending = self.pending, []
+            results = await self._attempt(script.sha, batch)
+            missing = [
+                i for i, r in zip(batch, results, strict=True) if isinstance(r, NoScriptError)
+            ]
+            if missing:
+                # Redis restarted or flushed its script cache: load once, retry just those.
+                with contextlib.suppress(RedisError):
+                    await self.redis.script_load(script.source)
+                again = await self._attempt(script.sha, missing)
+                retried = dict(zip(map(id, missing), again, strict=True))
+                results = [retried.get(id(i), r) for i, r in zip(batch, results, strict=True)]
+            for item, result in zip(batch, results, strict=True):
+                self._settle(item, result)
+
+    async def _attempt(self, sha: str, batch: list[_Pending]) -> list[Any]:
+        try:
+            return await self._run(sha, batch)
+        except RedisError as exc:
+            return [exc] * len(batch)
+
+    @staticmethod
+    def _settle(item: _Pending, result: Any) -> None:
+        if item.future.done():
+            return
+        if isinstance(result, BaseException):
+            item.future.set_exception(result)
+        else:
+            item.future.set_result(int(result))
+
+    async def _run(self, sha: str, batch: list[_Pending]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for item in batch:
+            pipe.evalsha(sha, len(item.keys), *item.keys, *item.args)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+@dataclass
+class Ingest:
+    """The ingestion endpoint and what it needs."""
+
+    settings: Settings
+    redis: Redis
+    sync_redis: SyncRedis
+    keys: Keys
+    directory: KeyDirectory
+    commit: GroupCommit
+    last_used: dict[str, float] = field(default_factory=dict)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @classmethod
+    def build(cls, settings: Settings, redis: Redis, sync_redis: SyncRedis) -> Ingest:
+        """Wire the pieces for one web process."""
+        keys = Keys(settings.key_prefix)
+        return cls(settings, redis, sync_redis, keys, KeyDirectory(redis, keys), GroupCommit(redis))
+
+    async def endpoint(self, request: Request) -> Response:
+        """Handle one POST; every failure is an AppError turned into JSON by the app."""
+        secret = bearer_token(request)
+        try:
+            cred = await self.directory.lookup(secret) if secret else None
+        except RedisError:
+            raise Unavailable("storage is unavailable, retry later", retry_after=2) from None
+        if cred is None:
+            raise Unauthorized("missing, unknown or revoked API key")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            raise UnsupportedMediaType("Content-Type must be application/json")
+        body = await self._read_body(request)
+        now_ms = int(time.time() * 1000)
+        events = parse_body(body, self.settings.max_batch_events)
+        compacts, ignored = to_compacts(events, now_ms, self.settings.future_tolerance_seconds)
+        encoded = [c.encode(cred.integration_id) for c in compacts]
+        result = await self._store(cred, encoded)
+        if result < 0:
+            raise Unauthorized("missing, unknown or revoked API key")
+        if result == 1:
+            self._spawn(asyncio.to_thread(self._schedule, cred.shard))
+        self._touch(cred)
+        return Response(
+            orjson.dumps({"accepted": len(compacts), "ignored": ignored}),
+            status_code=202,
+            media_type="application/json",
+        )
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise AppError("client disconnected before the body was complete") from None
+        return b"".join(chunks)
+
+    async def _store(self, cred: Credential, encoded: list[bytes]) -> int:
+        keys = [
+            self.keys.active_keys(cred.shard, cred.integration_id),
+            self.keys.stream(cred.shard),
+            self.keys.drain_flag(cred.shard),
+        ]
+        lease_ms = int(self.settings.drain_lease_seconds * 1000)
+        try:
+            return await self.commit.call(keys, [cred.key_hash, lease_ms, *encoded])
+        except RedisError as exc:
+            log.warning("event not stored: %s", type(exc).__name__)
+            raise Unavailable("events could not be stored, retry later", retry_after=2) from None
+
+    def _schedule(self, shard: int) -> None:
+        try:
+            enqueue_drain(self.sync_redis, self.settings, shard)
+        except RedisError as exc:
+            # The flag's lease expires and the workers' janitor schedules the drain.
+            log.warning("could not enqueue drain of shard %s: %s", shard, type(exc).__name__)
+
+    def _touch(self, cred: Credential) -> None:
+        """Record last use at most once a minute per key, off the request path."""
+        now = time.time()
+        if now - self.last_used.get(cred.key_hash, 0.0) < LAST_USED_EVERY_S:
+            return
+        self.last_used[cred.key_hash] = now
+        self._spawn(self._write_last_used(cred, int(now)))
+
+    async def _write_last_used(self, cred: Credential, when: int) -> None:
+        try:
+            await self.redis.hset(self.keys.key_used(cred.integration_id), cred.key_id, when)
+        except RedisError:
+            self.last_used.pop(cred.key_hash, None)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

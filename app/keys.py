@@ -1,0 +1,75 @@
+"""Every Redis key name the product uses, in one place.
+
+Per-shard data carries the hash tag `{N}` (N = the integration's shard), so one Lua call
+only ever touches keys of one slot and the data side could move to Redis Cluster.
+The Lua scripts build the same names from `Keys.shard_prefix`; keep them in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one configurable prefix."""
+
+    prefix: str
+
+    # Global (admin-side) keys.
+    def integrations(self) -> str:
+        """Hash: integration id -> JSON record."""
+        return f"{self.prefix}:integrations"
+
+    def names(self) -> str:
+        """Hash: folded integration name -> integration id (uniqueness index)."""
+        return f"{self.prefix}:names"
+
+    def api_key(self, key_hash: str) -> str:
+        """String: SHA-256 of an injixo API key -> `integration_id:key_id`."""
+        return f"{self.prefix}:apikey:{key_hash}"
+
+    def key_meta(self, integration_id: str) -> str:
+        """Hash: key id -> JSON metadata (prefix, created/revoked times, hash)."""
+        return f"{self.prefix}:keymeta:{integration_id}"
+
+    def key_used(self, integration_id: str) -> str:
+        """Hash: key id -> last-used unix time (written at most once a minute per key)."""
+        return f"{self.prefix}:keyused:{integration_id}"
+
+    # Per-shard keys (hash-tagged).
+    def shard_prefix(self, shard: int) -> str:
+        """Common prefix of every key in one shard's slot."""
+        return f"{self.prefix}:{{{shard}}}:"
+
+    def stream(self, shard: int) -> str:
+        """Stream of pending compact events for one shard."""
+        return self.shard_prefix(shard) + "ev"
+
+    def dead(self, shard: int) -> str:
+        """Stream of events the batch could not apply (each also an RQ job)."""
+        return self.shard_prefix(shard) + "dead"
+
+    def drain_flag(self, shard: int) -> str:
+        """String with a lease: a drain job for this shard is queued or running."""
+        return self.shard_prefix(shard) + "drain"
+
+    def active_keys(self, shard: int, integration_id: str) -> str:
+        """Hash: key hash -> key id, for the keys that may ingest right now."""
+        return f"{self.shard_prefix(shard)}k:{integration_id}"
+
+    def groups(self, shard: int, integration_id: str) -> str:
+        """Hash: Freshchat group id -> name (or a negative-cache marker)."""
+        return f"{self.shard_prefix(shard)}g:{integration_id}"
+
+    def queue_names(self, shard: int, integration_id: str) -> str:
+        """Hash: queue id -> queue name (and `#` -> last id handed out)."""
+        return f"{self.shard_prefix(shard)}qi:{integration_id}"
+
+    def queue_stats(self, shard: int, integration_id: str) -> str:
+        """Hash: `<qid>:n|f|l` -> contacts, first and last seen interval."""
+        return f"{self.shard_prefix(shard)}qs:{integration_id}"
+
+    def counts(self, shard: int, integration_id: str, day: int) -> str:
+        """Hash for one UTC day: `<slot-of-day>:<qid>` -> contacts."""
+        return f"{self.shard_prefix(shard)}n:{integration_id}:{day}"

@@ -1,0 +1,73 @@
+"""Settings: one typed object, read from the environment (and `.env`) once at start."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from functools import cached_property
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Everything the web process, the workers and the CLI read from the environment."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    admin_token: str = Field(min_length=16)
+    reader_tokens: str = ""
+    encryption_key: str
+    freshchat_allow_insecure: bool = False
+    port: int = Field(default=8000, ge=1, le=65535)
+    key_prefix: str = Field(default="ifc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    rq_queue: str = Field(default="injixo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_batch_events: int = Field(default=500, ge=1, le=10_000)
+    future_tolerance_seconds: int = Field(default=24 * 3600, ge=0)
+
+    shards: int = Field(default=8, ge=1, le=1024)
+    chat_ttl_days: int = Field(default=90, ge=1)
+    counts_retention_days: int = Field(default=400, ge=1)
+
+    drain_batch: int = Field(default=2000, ge=1, le=100_000)
+    drain_lease_seconds: float = Field(default=20.0, gt=0)
+    drain_time_budget_seconds: float = Field(default=10.0, gt=0)
+    janitor_interval_seconds: float = Field(default=2.0, gt=0)
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _fernet_key(cls, value: str) -> str:
+        try:
+            raw = base64.urlsafe_b64decode(value.encode())
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError(
+                "must be 32 url-safe base64-encoded bytes (a Fernet key); create one with "
+                "`python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'`"
+            )
+        return value
+
+    @cached_property
+    def reader_token_list(self) -> tuple[str, ...]:
+        """Reader tokens from the comma-separated setting, blanks dropped."""
+        return tuple(t.strip() for t in self.reader_tokens.split(",") if t.strip())
+
+
+def load_settings() -> Settings:
+    """Build the settings, turning validation errors into one readable ConfigError."""
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            message = "must be set" if err["type"] == "missing" else err["msg"]
+            problems.append(f"{name}: {message}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,1 @@
+"""RQ workers: drain jobs that turn pending events into contact counts."""

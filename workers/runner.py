@@ -1,0 +1,70 @@
+"""The worker process: an RQ worker plus a janitor that schedules drains nobody scheduled."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from redis import Redis
+from rq import Queue, SimpleWorker
+
+from app.jobs import enqueue_drain
+from app.keys import Keys
+from app.settings import Settings
+
+log = logging.getLogger("injixo.worker")
+
+
+def schedule_pending(redis: Redis, settings: Settings, force: bool = False) -> list[int]:
+    """Enqueue a drain for every shard with pending events and no live drain (any, if forced).
+
+    Covers a web process that died between storing and enqueueing, a drain killed
+    mid-batch (its flag's lease runs out), and events waiting for a group name.
+    """
+    keys = Keys(settings.key_prefix)
+    lease_ms = int(settings.drain_lease_seconds * 1000)
+    with redis.pipeline(transaction=False) as pipe:
+        for shard in range(settings.shards):
+            pipe.xlen(keys.stream(shard))
+        lengths = pipe.execute()
+    scheduled = []
+    for shard, length in enumerate(lengths):
+        if not length:
+            continue
+        flag = keys.drain_flag(shard)
+        if force:
+            redis.set(flag, "1", px=lease_ms)
+        elif not redis.set(flag, "1", nx=True, px=lease_ms):
+            continue
+        enqueue_drain(redis, settings, shard)
+        scheduled.append(shard)
+    return scheduled
+
+
+def _janitor(redis: Redis, settings: Settings, stop: threading.Event) -> None:
+    while not stop.wait(settings.janitor_interval_seconds):
+        try:
+            shards = schedule_pending(redis, settings)
+            if shards:
+                log.info("janitor scheduled drains for shards %s", shards)
+        except Exception:  # the janitor must outlive a Redis outage
+            log.warning("janitor pass failed", exc_info=True)
+
+
+def run_worker(settings: Settings, burst: bool = False) -> bool:
+    """Work RQ jobs (burst: until nothing is pending, then return)."""
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    schedule_pending(redis, settings, force=burst)
+    stop = threading.Event()
+    if not burst:
+        janitor_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        threading.Thread(
+            target=_janitor, args=(janitor_redis, settings, stop), name="janitor", daemon=True
+        ).start()
+    # SimpleWorker runs jobs in-process: a drain job is long and cheap to restart, so a
+    # fork (or spawn) per job would only add latency (the architecture note's 9 events/s).
+    worker = SimpleWorker([Queue(settings.rq_queue, connection=redis)], connection=redis)
+    try:
+        return bool(worker.work(burst=burst, logging_level="WARNING"))
+    finally:
+        stop.set()
