@@ -50,7 +50,7 @@ def _id_text(value: Any) -> Any:
 
 
 IdText = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=256)]
-OptionalId = Annotated[str | None, BeforeValidator(_id_text), Field(max_length=256)]
+OptionalId = Annotated[Annotated[str, Field(max_length=256)] | None, BeforeValidator(_id_text)]
 
 
 class _Model(BaseModel):

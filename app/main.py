@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.admin import PAGE_ROUTES
 from app.api import ROUTES
 from app.errors import AppError, Unauthorized, Unavailable
 from app.ingest import Ingest
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/v1/freshchat/events", events, methods=["POST"]),
         *ROUTES,
+        *PAGE_ROUTES,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

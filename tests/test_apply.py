@@ -1,0 +1,200 @@
+"""The apply script against a real Redis: §4 rules, order/duplicate independence, poison."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from app.events import Compact, Kind
+from app.keys import Keys
+from app.settings import Settings
+from tests.factories import at, conv_event, iso
+from tests.pipeline import apply_all, counts, store
+from workers.applier import Applier
+
+IID, SHARD = "acme000000", 0
+G1, G2 = ("g1", "Customer Support"), ("g2", "Billing")
+
+
+def worked_example() -> list[dict[str, Any]]:
+    """The §4 table's deliveries, in delivery order."""
+    c = {n: str(uuid.UUID(int=n)) for n in range(1, 6)}
+    resolve_c1 = conv_event(
+        c[1], "resolved", at("2026-11-23T08:07:30"), G1, resolved_time_ms=at("2026-11-23T08:07")
+    )
+    return [
+        conv_event(c[1], "new", at("2026-11-23T08:01"), None, event="onConversationCreate"),
+        conv_event(c[1], "assigned", at("2026-11-23T08:02"), G1),
+        resolve_c1,
+        conv_event(c[2], "resolved", at("2026-11-23T08:20"), G1),
+        conv_event(c[2], "reopened", at("2026-11-23T08:25"), G1),
+        conv_event(c[2], "resolved", at("2026-11-23T09:10"), G2),
+        conv_event(c[3], "spam", at("2026-11-23T08:40"), G1),
+        conv_event(c[4], "resolved", at("2026-11-23T08:50"), None),
+        conv_event(c[5], "resolved", at("2026-11-23T10:05"), G1),
+        conv_event(c[5], "resolved", at("2026-11-23T09:31"), G2),
+        resolve_c1,
+        resolve_c1,
+        resolve_c1,
+    ]
+
+
+WORKED_EXAMPLE_COUNTS = {
+    ("2026-11-23T08:00Z", "Customer Support"): 1,
+    ("2026-11-23T08:15Z", "Customer Support"): 1,
+    ("2026-11-23T08:30Z", "Undefined_Queue"): 1,
+    ("2026-11-23T08:45Z", "Undefined_Queue"): 1,
+    ("2026-11-23T09:30Z", "Billing"): 1,
+}
+
+
+def test_worked_example(r: redis.Redis, settings: Settings) -> None:
+    store(r, settings, IID, SHARD, worked_example())
+    assert apply_all(r, settings, SHARD) == 13
+    assert counts(r, settings, IID, SHARD) == WORKED_EXAMPLE_COUNTS
+    assert r.xlen(Keys(settings.key_prefix).stream(SHARD)) == 0
+
+
+def test_worked_example_one_event_per_batch_reversed(r: redis.Redis, settings: Settings) -> None:
+    store(r, settings, IID, SHARD, worked_example()[::-1])
+    apply_all(r, settings, SHARD, batch=1)
+    assert counts(r, settings, IID, SHARD) == WORKED_EXAMPLE_COUNTS
+
+
+def test_count_moves_to_earlier_event_and_queue(r: redis.Redis, settings: Settings) -> None:
+    chat = str(uuid.uuid4())
+    store(r, settings, IID, SHARD, [conv_event(chat, "resolved", at("2026-11-23T10:05"), G1)])
+    apply_all(r, settings, SHARD)
+    assert counts(r, settings, IID, SHARD) == {("2026-11-23T10:00Z", "Customer Support"): 1}
+    store(r, settings, IID, SHARD, [conv_event(chat, "spam", at("2026-11-23T09:00"), G1)])
+    apply_all(r, settings, SHARD)
+    assert counts(r, settings, IID, SHARD) == {("2026-11-23T09:00Z", "Undefined_Queue"): 1}
+    keys = Keys(settings.key_prefix)
+    stats = r.hgetall(keys.queue_stats(SHARD, IID))
+    assert stats[b"1:n"] == b"0" and stats[b"0:n"] == b"1"
+
+
+def test_group_learnt_from_earlier_event(r: redis.Redis, settings: Settings) -> None:
+    chat = str(uuid.uuid4())
+    store(r, settings, IID, SHARD, [conv_event(chat, "assigned", at("2026-11-23T08:00"), G2)])
+    store(
+        r, settings, IID, SHARD,
+        [conv_event(chat, "resolved", at("2026-11-23T08:05"), None, group_id_only="g2")],
+    )  # fmt: skip
+    apply_all(r, settings, SHARD)
+    assert counts(r, settings, IID, SHARD) == {("2026-11-23T08:00Z", "Billing"): 1}
+
+
+def test_unknown_group_id_waits_for_a_name(r: redis.Redis, settings: Settings) -> None:
+    chat = str(uuid.uuid4())
+    store(
+        r, settings, IID, SHARD,
+        [conv_event(chat, "resolved", at("2026-11-23T08:05"), None, group_id_only="g7")],
+    )  # fmt: skip
+    result = Applier(r, settings).apply(SHARD)
+    assert (result.applied, result.needs) == (0, [(IID, "g7")])
+    assert r.xlen(Keys(settings.key_prefix).stream(SHARD)) == 1  # kept, not lost or guessed
+    r.hset(Keys(settings.key_prefix).groups(SHARD, IID), "g7", "Sales")
+    apply_all(r, settings, SHARD)
+    assert counts(r, settings, IID, SHARD) == {("2026-11-23T08:00Z", "Sales"): 1}
+
+
+def test_state_is_one_small_integer_with_ttl(r: redis.Redis, settings: Settings) -> None:
+    chat = str(uuid.uuid4())
+    store(r, settings, IID, SHARD, [conv_event(chat, "resolved", at("2026-11-23T08:05"), G1)])
+    apply_all(r, settings, SHARD)
+    [key] = list(r.scan_iter(match=Keys(settings.key_prefix).shard_prefix(SHARD) + "c:*"))
+    assert r.object("encoding", key) == b"int"
+    assert 89 * 86400 < r.ttl(key) <= 90 * 86400
+
+
+def test_poison_entry_is_dead_lettered_and_fails_visibly(
+    r: redis.Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.key_prefix)
+    good = Compact(
+        chat="x", kind=Kind.SOLVED, time_ms=at("2026-11-23T08:05"), group_id="", group_name=""
+    )
+    r.xadd(keys.stream(SHARD), {"e": b"not json"})
+    r.xadd(keys.stream(SHARD), {"e": good.encode(IID)})
+    r.xadd(keys.stream(SHARD), {"e": orjson.dumps([IID, "y", 7, 1, "", ""])})
+    result = Applier(r, settings).apply(SHARD)
+    assert result.applied == 1 and len(result.dead_ids) == 2
+    assert r.xlen(keys.stream(SHARD)) == 0 and r.xlen(keys.dead(SHARD)) == 2
+    single = Applier(r, settings).apply(
+        SHARD, result.dead_ids[0], count=1, dead_letter=True, end=result.dead_ids[0]
+    )
+    assert "6-element" in single.error
+    assert r.xlen(keys.dead(SHARD)) == 2  # a failed retry keeps the event for the next one
+
+
+# Property: any permutation with duplicates of the deliveries yields identical counts (§4.5).
+
+CHATS = [str(uuid.UUID(int=i + 1)) for i in range(6)]
+STATUSES = ["new", "assigned", "resolved", "Resolved", "reopened", "spam", "deleted", "waiting"]
+GROUPS = [None, G1, G2, ("g3", "Sales | EU: spécial 🚀")]
+
+event_spec = st.tuples(
+    st.sampled_from(CHATS),
+    st.sampled_from(STATUSES),
+    # seconds after 08:00: few distinct values, so ties and same-interval moves are common
+    st.integers(min_value=0, max_value=30).map(lambda m: m * 450),
+    st.sampled_from(GROUPS),
+    st.booleans(),  # carries resolved_time (a bit earlier than the envelope)
+)
+
+
+def build(spec: tuple[str, str, int, tuple[str, str] | None, bool]) -> dict[str, Any]:
+    chat, status, offset, group, with_resolved = spec
+    when = at("2026-11-23T08:00") + offset * 1000
+    resolved = when - 7_000 if with_resolved and status.lower() == "resolved" else None
+    return conv_event(chat, status, when, group, resolved_time_ms=resolved)
+
+
+def oracle(specs: list[tuple[str, str, int, tuple[str, str] | None, bool]]) -> dict[Any, int]:
+    """§4 computed directly: each chat at its earliest terminal event (ties: smaller name)."""
+    best: dict[str, tuple[int, str]] = {}
+    for chat, status, offset, group, with_resolved in specs:
+        s = status.lower()
+        if s not in ("resolved", "spam", "deleted"):
+            continue
+        when = at("2026-11-23T08:00") + offset * 1000
+        if s == "resolved" and with_resolved:
+            when -= 7_000
+        queue = group[1] if s == "resolved" and group else "Undefined_Queue"
+        best[chat] = min(best.get(chat, (when, queue)), (when, queue))
+    out: dict[Any, int] = {}
+    for when, queue in best.values():
+        slot_ms = when - when % 900_000
+        key = (iso(slot_ms)[:16] + "Z", queue)
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+@hsettings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(specs=st.lists(event_spec, min_size=1, max_size=20), data=st.data())
+def test_any_order_and_duplicates_give_the_same_counts(
+    r: redis.Redis, settings: Settings, specs: list[Any], data: st.DataObject
+) -> None:
+    expected = oracle(specs)
+    payloads = [build(s) for s in specs]
+    extra = data.draw(st.lists(st.integers(0, len(payloads) - 1), max_size=2 * len(payloads)))
+    order = data.draw(st.permutations(list(range(len(payloads))) + extra))
+    split = data.draw(st.integers(0, len(order)))
+    batch = data.draw(st.integers(1, 8))
+    r.flushall()
+    store(r, settings, IID, SHARD, [payloads[i] for i in order[:split]])
+    apply_all(r, settings, SHARD, batch=batch)
+    store(r, settings, IID, SHARD, [payloads[i] for i in order[split:]])
+    apply_all(r, settings, SHARD, batch=batch)
+    assert counts(r, settings, IID, SHARD) == expected

@@ -1,0 +1,158 @@
+"""Payload parsing and compaction (pure, no Redis)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from app.errors import BadRequest
+from app.events import ConversationEvent, Kind, chat_key, compact, parse_body, to_compacts
+from tests.factories import at, conv_event, fixture
+
+NOW = at("2026-11-23T12:00:00")
+
+
+def one(payload: dict[str, object]) -> ConversationEvent:
+    [event] = parse_body(orjson.dumps(payload), 500)
+    assert isinstance(event, ConversationEvent)
+    return event
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        (1763885313.381, 1763885313381),
+        (1763885313, 1763885313000),
+        (1763885313123, 1763885313123),
+        ("2026-11-23T08:08:33Z", at("2026-11-23T08:08:33")),
+        ("2026-11-23T09:08:33+01:00", at("2026-11-23T08:08:33")),
+        ("2026-11-23T08:08:33", at("2026-11-23T08:08:33")),
+        ("1763885313.5", 1763885313500),
+    ],
+)
+def test_timestamp_units(stamp: object, expected: int) -> None:
+    payload = fixture("conversation_create")
+    payload["timestamp"] = stamp
+    assert one(payload).timestamp == expected
+
+
+@pytest.mark.parametrize("stamp", ["yesterday", True, None, -5, float("1e300"), [], {}])
+def test_bad_timestamp_names_the_field(stamp: object) -> None:
+    payload = fixture("conversation_create")
+    payload["timestamp"] = stamp
+    with pytest.raises(BadRequest) as err:
+        parse_body(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), 500)
+    assert err.value.detail[0]["loc"] == ["body", "timestamp"]
+
+
+def test_fixture_kinds() -> None:
+    assert compact(one(fixture("conversation_create"))).kind is Kind.OTHER
+    resolved = compact(one(fixture("conversation_update_resolved")))
+    assert resolved.kind is Kind.SOLVED
+    assert resolved.time_ms == at("2026-11-23T08:07:53.901")  # resolved_time wins
+    assert resolved.group_name == "Customer Support"
+    assert compact(one(fixture("conversation_update_reopened"))).kind is Kind.OTHER
+
+
+@pytest.mark.parametrize(
+    ("status", "change"),
+    [
+        ("spam", {}),
+        ("Deleted", {}),
+        ("assigned", {"is_spam": True}),
+        ("resolved", {"deleted": True}),
+    ],
+)
+def test_deleted_or_spam(status: str, change: dict[str, object]) -> None:
+    payload = conv_event("c", status, at("2026-11-23T08:40"), ("g1", "Support"), **change)
+    c = compact(one(payload))
+    assert c.kind is Kind.DELETED
+    assert c.time_ms == at("2026-11-23T08:40")
+
+
+def test_deleted_flag_in_model_changes_and_delete_event() -> None:
+    payload = conv_event("c", "assigned", at("2026-11-23T08:40"))
+    payload["data"]["changes"] = {"model_changes": {"is_deleted": [False, True]}}
+    assert compact(one(payload)).kind is Kind.DELETED
+    deleted = conv_event("c", "assigned", at("2026-11-23T08:40"), event="onConversationDelete")
+    assert compact(one(deleted)).kind is Kind.DELETED
+
+
+def test_resolved_case_insensitive_and_timestamp_fallback() -> None:
+    c = compact(one(conv_event("c", "RESOLVED", at("2026-11-23T08:50"))))
+    assert (c.kind, c.time_ms, c.group_name, c.group_id) == (
+        Kind.SOLVED,
+        at("2026-11-23T08:50"),
+        "",
+        "",
+    )
+
+
+def test_group_id_only() -> None:
+    c = compact(one(conv_event("c", "resolved", at("2026-11-23T08:50"), group_id_only="g9")))
+    assert (c.group_id, c.group_name) == ("g9", "")
+
+
+def test_chat_key() -> None:
+    assert chat_key("5f2d8e8a-1f4b-4c51-8a3e-6f0f3b1c9d27") == "Xy2Oih9LTFGKPm8POxydJw"
+    assert chat_key("5F2D8E8A-1F4B-4C51-8A3E-6F0F3B1C9D27") == "Xy2Oih9LTFGKPm8POxydJw"
+    assert chat_key("abc") == "~abc"
+    assert chat_key("5f2d8e8a1f4b4c518a3e6f0f3b1c9d27") == "~5f2d8e8a1f4b4c518a3e6f0f3b1c9d27"
+
+
+def test_batch_error_names_index_and_field() -> None:
+    good = conv_event("a", "new", at("2026-11-23T08:00"))
+    bad = conv_event("b", "new", at("2026-11-23T08:00"))
+    del bad["data"]["conversation"]["conversation_id"]
+    with pytest.raises(BadRequest) as err:
+        parse_body(orjson.dumps([good, good, bad]), 500)
+    assert err.value.detail[0]["loc"] == [2, "data", "conversation", "conversation_id"]
+
+
+def test_other_events_are_ignored_even_if_odd() -> None:
+    events = parse_body(orjson.dumps([fixture("message_create"), {"event": "onWhatever"}]), 500)
+    compacts, ignored = to_compacts(events, NOW, 86400)
+    assert (compacts, ignored) == ([], 2)
+
+
+def test_future_limit() -> None:
+    ok = conv_event("a", "resolved", NOW + 23 * 3600 * 1000)
+    late = conv_event("a", "resolved", NOW + 25 * 3600 * 1000)
+    assert len(to_compacts(parse_body(orjson.dumps(ok), 5), NOW, 86400)[0]) == 1
+    with pytest.raises(BadRequest) as err:
+        to_compacts(parse_body(orjson.dumps([ok, late]), 5), NOW, 86400)
+    assert err.value.detail[0]["loc"] == [1, "timestamp"]
+
+
+def test_compact_drops_iparams_and_payload() -> None:
+    c = compact(one(fixture("conversation_update_resolved")))
+    encoded = c.encode("acme000000")
+    assert b"REDACTED" not in encoded
+    assert len(encoded) < 160
+    assert orjson.loads(encoded) == [
+        "acme000000", "Xy2Oih9LTFGKPm8POxydJw", 1, at("2026-11-23T08:07:53.901"),
+        "0b7c1a52-5c3e-4e55-9a0e-2f1d7f4f8a11", "Customer Support",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"nope",
+        b"42",
+        b'"x"',
+        b"[]",
+        b"[1]",
+        b'{"event": 5}',
+        b'{"event": "onConversationCreate"}',
+    ],
+)
+def test_malformed_bodies(body: bytes) -> None:
+    with pytest.raises(BadRequest):
+        parse_body(body, 500)
+
+
+def test_too_many_events() -> None:
+    with pytest.raises(BadRequest, match="at most 3"):
+        parse_body(orjson.dumps([{"event": "x"}] * 4), 3)

@@ -1,0 +1,216 @@
+"""`POST /v1/freshchat/events`: every §3 answer, nothing stored for rejects, no iparams."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from app.keys import Keys
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import ADMIN, create_integration
+from tests.factories import IPARAMS_MARKER, at, conv_event, fixture, make_settings
+from tests.pipeline import all_stored_bytes
+from tests.redis_server import RedisServer
+
+URL = "/v1/freshchat/events"
+
+
+def post(client: TestClient, key: str | None, body: object, **headers: str) -> object:
+    h = {"Content-Type": "application/json", **headers}
+    if key is not None:
+        h["Authorization"] = f"Bearer {key}"
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return client.post(URL, content=content, headers=h)
+
+
+def pending(r: redis.Redis, settings: Settings) -> int:
+    keys = Keys(settings.key_prefix)
+    return sum(r.xlen(keys.stream(s)) for s in range(settings.shards))
+
+
+def test_accepts_single_and_batch(client: TestClient, r: redis.Redis, settings: Settings) -> None:
+    _, key = create_integration(client)
+    one = post(client, key, fixture("conversation_update_resolved"))
+    assert one.status_code == 202 and one.json() == {"accepted": 1, "ignored": 0}
+    batch = [
+        fixture("conversation_create"),
+        fixture("message_create"),
+        fixture("conversation_update_reopened"),
+    ]
+    many = post(client, key, batch)
+    assert many.status_code == 202 and many.json() == {"accepted": 2, "ignored": 1}
+    assert pending(r, settings) == 3
+
+
+def test_ignored_types_store_nothing(
+    client: TestClient, r: redis.Redis, settings: Settings
+) -> None:
+    _, key = create_integration(client)
+    response = post(client, key, fixture("message_create"))
+    assert response.status_code == 202 and response.json() == {"accepted": 0, "ignored": 1}
+    assert pending(r, settings) == 0
+
+
+def test_unauthorized_answers_are_identical(
+    client: TestClient, r: redis.Redis, settings: Settings
+) -> None:
+    iid, key = create_integration(client)
+    body = fixture("conversation_create")
+    [meta] = client.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]
+    assert post(client, key, body).status_code == 202
+    revoked = client.delete(f"/v1/integrations/{iid}/api-keys/{meta['key_id']}", headers=ADMIN)
+    assert revoked.status_code == 204
+    answers = [
+        post(client, None, body),
+        post(client, "ijx_00000000_" + "A" * 43, body),
+        post(client, key, body),
+        post(client, key, body, Authorization="Basic abc"),
+    ]
+    for answer in answers:
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"] == "Bearer"
+        assert answer.content == answers[0].content
+    assert pending(r, settings) == 1
+
+
+def test_revoked_key_fails_at_once_on_every_web_process(settings: Settings, r: redis.Redis) -> None:
+    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+        iid, key = create_integration(one)
+        body = fixture("conversation_create")
+        assert post(one, key, body).status_code == 202
+        assert post(two, key, body).status_code == 202  # both now have the key cached
+        [meta] = one.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]
+        one.delete(f"/v1/integrations/{iid}/api-keys/{meta['key_id']}", headers=ADMIN)
+        assert post(one, key, body).status_code == 401
+        assert post(two, key, body).status_code == 401
+
+
+def missing_chat_id() -> dict[str, object]:
+    bad = fixture("conversation_update_resolved")
+    del bad["data"]["conversation"]["conversation_id"]  # type: ignore[index]
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (b"{not json", ["body"]),
+        (b"42", ["body"]),
+        (b"[]", ["body"]),
+        ([fixture("conversation_create"), fixture("conversation_create"), missing_chat_id()],
+         [2, "data", "conversation", "conversation_id"]),
+        ({**fixture("conversation_create"), "timestamp": "soon"}, ["body", "timestamp"]),
+        ([fixture("conversation_create"), {**fixture("conversation_create"), "timestamp": 4102444800}],
+         [1, "timestamp"]),
+        ({**fixture("conversation_create"), "data": "x"}, ["body", "data"]),
+        ([{"event": "onMessageCreate"}] * 501, ["body"]),
+    ],
+)  # fmt: skip
+def test_bad_requests_name_the_field_and_store_nothing(
+    client: TestClient, r: redis.Redis, settings: Settings, body: object, loc: list[object]
+) -> None:
+    _, key = create_integration(client)
+    response = post(client, key, body)
+    assert response.status_code == 400
+    data = response.json()
+    assert data["error"] and data["detail"][0]["loc"] == loc
+    assert pending(r, settings) == 0
+
+
+def test_body_limit(client: TestClient, r: redis.Redis, settings: Settings) -> None:
+    _, key = create_integration(client)
+    big = b"[" + b" " * (settings.max_body_bytes + 10) + b"]"
+    assert post(client, key, big).status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        yield b"["
+        for _ in range(settings.max_body_bytes // 65536 + 2):
+            yield b" " * 65536
+        yield b"]"
+
+    streamed = client.post(
+        URL,
+        content=chunks(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    assert streamed.status_code == 413
+    assert pending(r, settings) == 0
+
+
+def test_content_type(client: TestClient, r: redis.Redis, settings: Settings) -> None:
+    _, key = create_integration(client)
+    body = orjson.dumps(fixture("conversation_create"))
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", ""):
+        answer = client.post(
+            URL, content=body, headers={"Authorization": f"Bearer {key}", "Content-Type": ctype}
+        )
+        assert answer.status_code == 415
+    ok = post(
+        client,
+        key,
+        fixture("conversation_create"),
+        **{"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert ok.status_code == 202
+    assert pending(r, settings) == 1
+
+
+def test_iparams_never_reach_redis(client: TestClient, r: redis.Redis, settings: Settings) -> None:
+    iid, key = create_integration(client)
+    events = [
+        conv_event(f"chat-{i}", "resolved", at("2026-11-23T08:00") + i, ("g1", "S"))
+        for i in range(50)
+    ]
+    assert all(IPARAMS_MARKER in str(e["iparams"]) for e in events)
+    assert post(client, key, events).status_code == 202
+    stored = all_stored_bytes(r)
+    assert b"chat-1" in stored  # the scan does see event data
+    assert IPARAMS_MARKER.encode() not in stored
+    assert key.encode() not in stored
+    assert b"fc-secret-KEY-123" not in stored  # the Freshchat key is encrypted at rest
+
+
+def test_503_when_redis_is_down_and_recovery_without_restart() -> None:
+    server = RedisServer()
+    try:
+        settings = make_settings(server.url)
+        with TestClient(create_app(settings)) as client:
+            _, key = create_integration(client)
+            body = fixture("conversation_create")
+            assert post(client, key, body).status_code == 202
+            server.kill()
+            down = post(client, key, body)
+            assert down.status_code == 503 and down.headers["retry-after"].isdigit()
+            server.start()
+            assert post(client, key, body).status_code == 202
+            assert pending(server.client(), settings) == 2  # the 202s, and only them
+    finally:
+        server.stop()
+
+
+def test_503_when_redis_refuses_writes() -> None:
+    server = RedisServer()
+    try:
+        settings = make_settings(server.url)
+        with TestClient(create_app(settings)) as client:
+            _, key = create_integration(client)
+            body = fixture("conversation_create")
+            assert post(client, key, body).status_code == 202
+            admin = server.client()
+            admin.config_set("maxmemory", "1")
+            oom = post(client, key, body)
+            assert oom.status_code == 503
+            admin.config_set("maxmemory", "0")
+            admin.config_set("min-replicas-to-write", "1")
+            no_replicas = post(client, key, body)
+            assert no_replicas.status_code == 503
+            admin.config_set("min-replicas-to-write", "0")
+            assert post(client, key, body).status_code == 202
+            assert pending(admin, settings) == 2
+    finally:
+        server.stop()
