@@ -88,7 +88,7 @@ async def create_integration(request: Request) -> Response:
 async def list_integrations(request: Request) -> Response:
     """All integrations, without secrets."""
     integrations = _admin(request)
-    return _json_response({"integrations": [public(r) for r in await integrations.list()]})
+    return _json_response({"integrations": [public(r) for r in await integrations.all()]})
 
 
 async def integration(request: Request) -> Response:

@@ -56,7 +56,7 @@ def cmd_integrations_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_integrations_list(args: argparse.Namespace, settings: Settings) -> int:
     """List integrations."""
-    records = [public(r) for r in _with_integrations(settings, lambda i: i.list())]
+    records = [public(r) for r in _with_integrations(settings, lambda i: i.all())]
     lines = [f"{r['id']}  {r['status']:<8} {r['name']}  ({r['freshchat_domain']})" for r in records]
     _print(args, {"integrations": records}, "\n".join(lines) or "no integrations yet")
     return 0

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from redis.asyncio import Redis
 
 from app.errors import BadRequest
-from app.keys import Keys
+from app.keys import Keys, text
 
 SLOT_MS = 900_000
 SLOTS_PER_DAY = 96
@@ -106,9 +106,10 @@ async def queue_names(redis: Redis, keys: Keys, shard: int, iid: str) -> dict[in
     """Queue id -> name for one integration."""
     raw = await redis.hgetall(keys.queue_names(shard, iid))
     names = {0: UNDEFINED_QUEUE}
-    for name, value in raw.items():
-        if name.startswith(b"#") and len(name) > 1:
-            names[int(name[1:])] = value.decode()
+    for field, value in raw.items():
+        name = text(field)
+        if name.startswith("#") and len(name) > 1:
+            names[int(name[1:])] = text(value)
     return names
 
 
@@ -127,7 +128,7 @@ async def read_counts(
     totals: dict[tuple[datetime, str], int] = defaultdict(int)
     for day, fields in zip(days, per_day, strict=True):
         for key, value in fields.items():
-            slot_of_day, _, qid = key.decode().partition(":")
+            slot_of_day, _, qid = text(key).partition(":")
             slot = day * SLOTS_PER_DAY + int(slot_of_day)
             queue = names.get(int(qid), UNDEFINED_QUEUE)
             if first <= slot < last and (query.queue is None or queue == query.queue):
@@ -145,8 +146,8 @@ async def read_queues(redis: Redis, keys: Keys, shard: int, iid: str) -> list[di
     raw = await redis.hgetall(keys.queue_stats(shard, iid))
     stats: dict[int, dict[str, int]] = defaultdict(dict)
     for key, value in raw.items():
-        qid, _, what = key.decode().partition(":")
-        stats[int(qid)][what] = int(value)
+        queue_id, _, what = text(key).partition(":")
+        stats[int(queue_id)][what] = int(value)
     out = []
     for qid, s in stats.items():
         if "f" not in s:

@@ -26,7 +26,7 @@ from app.errors import (
 )
 from app.events import parse_body, to_compacts
 from app.jobs import enqueue_drain
-from app.keys import Keys
+from app.keys import Keys, text
 from app.scripts import lua
 from app.settings import Settings
 
@@ -75,7 +75,7 @@ class KeyDirectory:
                 self.unknown.clear()
             self.unknown[key_hash] = now + NEGATIVE_TTL_S
             return None
-        integration_id, _, key_id = raw.decode().partition(":")
+        integration_id, _, key_id = text(raw).partition(":")
         shard = self.shards.get(integration_id)
         if shard is None:
             record = await self.redis.hget(self.keys.integrations(), integration_id)

@@ -86,7 +86,7 @@ class Integrations:
         record: dict[str, Any] = orjson.loads(raw)
         return record
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def all(self) -> list[dict[str, Any]]:
         """All records, oldest first."""
         raw = await self.redis.hvals(self.keys.integrations())
         records = [orjson.loads(r) for r in raw]

@@ -8,6 +8,12 @@ The Lua scripts build the same names from `Keys.shard_prefix`; keep them in step
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+
+def text(value: Any) -> str:
+    """A Redis reply (bytes, or str when decoding is on) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from app.counts import SLOT_MS, Query, read_counts
 from app.events import parse_body, to_compacts
-from app.keys import Keys
+from app.keys import Keys, text
 from app.settings import Settings
 from workers.applier import Applier
 
@@ -53,12 +53,12 @@ def counts(r: redis.Redis, settings: Settings, iid: str, shard: int) -> dict[tup
     out: dict[tuple[str, str], int] = defaultdict(int)
     names = {0: "Undefined_Queue"}
     for field, value in r.hgetall(keys.queue_names(shard, iid)).items():
-        if field.startswith(b"#") and len(field) > 1:
-            names[int(field[1:])] = value.decode()
+        if text(field).startswith("#") and len(field) > 1:
+            names[int(text(field)[1:])] = text(value)
     for key in r.scan_iter(match=keys.counts(shard, iid, 0)[:-1] + "*"):
-        day = int(key.decode().rsplit(":", 1)[1])
+        day = int(text(key).rsplit(":", 1)[1])
         for field, value in r.hgetall(key).items():
-            sod, _, qid = field.decode().partition(":")
+            sod, _, qid = text(field).partition(":")
             start = datetime.fromtimestamp((day * 96 + int(sod)) * SLOT_MS / 1000, UTC)
             out[(start.strftime("%Y-%m-%dT%H:%MZ"), names[int(qid)])] += int(value)
     return {k: v for k, v in out.items() if v}
@@ -79,7 +79,7 @@ def read_api_rows(settings: Settings, iid: str, shard: int, query: Query) -> lis
 
 def all_stored_bytes(r: redis.Redis) -> bytes:
     """Every key and value in the database, readably (no compression), for secret scans."""
-    parts: list[bytes] = []
+    parts: list[Any] = []
     for key in r.scan_iter(count=1000):
         parts.append(key)
         kind = r.type(key)
@@ -93,9 +93,10 @@ def all_stored_bytes(r: redis.Redis) -> bytes:
         elif kind == b"set":
             parts += list(r.smembers(key))
         elif kind == b"zset":
-            parts += [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
+            parts += list(r.zrange(key, 0, -1))
         elif kind == b"stream":
-            for _, fields in r.xrange(key):
+            entries: Any = r.xrange(key)
+            for _, fields in entries:
                 for f, v in fields.items():
                     parts += [f, v]
     return b"\n".join(parts)

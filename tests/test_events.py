@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -63,7 +65,7 @@ def test_fixture_kinds() -> None:
         ("resolved", {"deleted": True}),
     ],
 )
-def test_deleted_or_spam(status: str, change: dict[str, object]) -> None:
+def test_deleted_or_spam(status: str, change: dict[str, Any]) -> None:
     payload = conv_event("c", status, at("2026-11-23T08:40"), ("g1", "Support"), **change)
     c = compact(one(payload))
     assert c.kind is Kind.DELETED

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from redis import Redis
 
-from app.keys import Keys
+from app.keys import Keys, text
 from app.scripts import lua
 from app.settings import Settings
 
@@ -22,10 +21,6 @@ class BatchResult:
     needs: list[tuple[str, str]]
     dead_ids: list[str]
     error: str
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass
@@ -66,9 +61,9 @@ class Applier:
             ],
         )
         last, applied, needs, dead_ids, error = out
-        pairs = [(_text(needs[i]), _text(needs[i + 1])) for i in range(0, len(needs), 2)]
+        pairs = [(text(needs[i]), text(needs[i + 1])) for i in range(0, len(needs), 2)]
         return BatchResult(
-            _text(last), int(applied), pairs, [_text(d) for d in dead_ids], _text(error)
+            text(last), int(applied), pairs, [text(d) for d in dead_ids], text(error)
         )
 
     def release(self, shard: int, start: str) -> bool:
