@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.activity import describe, read_activity
 from app.auth import require_token
 from app.counts import parse_query, read_counts, read_queues, to_csv
 from app.errors import BadRequest
@@ -85,10 +87,19 @@ async def create_integration(request: Request) -> Response:
     return _json_response(public(record), 201)
 
 
+async def _with_activity(
+    integrations: Integrations, records: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    activity = await read_activity(integrations.redis, integrations.keys)
+    now, after = time.time(), integrations.settings.stale_after_seconds
+    return [public(r) | describe(r, activity.get(r["id"]), now, after) for r in records]
+
+
 async def list_integrations(request: Request) -> Response:
-    """All integrations, without secrets."""
+    """All integrations with their activity (last event, auth failures, stale), no secrets."""
     integrations = _admin(request)
-    return _json_response({"integrations": [public(r) for r in await integrations.all()]})
+    listed = await _with_activity(integrations, await integrations.all())
+    return _json_response({"integrations": listed})
 
 
 async def integration(request: Request) -> Response:
@@ -105,7 +116,8 @@ async def integration(request: Request) -> Response:
             raise BadRequest("nothing to change: give name, freshchat_domain or freshchat_api_key")
         record = await integrations.update(iid, changes, verify_api_key if body.verify else None)
         return _json_response(public(record))
-    return _json_response(public(await integrations.get(iid)))
+    [one] = await _with_activity(integrations, [await integrations.get(iid)])
+    return _json_response(one)
 
 
 async def api_keys(request: Request) -> Response:

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from app.auth import bearer_token, hash_key
 from app.errors import (
     AppError,
+    BadRequest,
     PayloadTooLarge,
     Unauthorized,
     Unavailable,
@@ -27,6 +28,7 @@ from app.errors import (
 from app.events import parse_body, to_compacts
 from app.jobs import enqueue_drain
 from app.keys import Keys, text
+from app.metrics import AUTH_FAILURES, count_accepted, count_rejected
 from app.scripts import lua
 from app.settings import Settings
 
@@ -34,6 +36,8 @@ log = logging.getLogger("injixo.ingest")
 NEGATIVE_TTL_S = 5.0
 NEGATIVE_MAX = 10_000
 LAST_USED_EVERY_S = 60.0
+LAST_EVENT_EVERY_S = 10.0
+UNAUTHORIZED = "missing, unknown or revoked API key"
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ class Ingest:
     directory: KeyDirectory
     commit: GroupCommit
     last_used: dict[str, float] = field(default_factory=dict)
+    last_event: dict[str, float] = field(default_factory=dict)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
@@ -176,32 +181,49 @@ class Ingest:
 
     async def endpoint(self, request: Request) -> Response:
         """Handle one POST; every failure is an AppError turned into JSON by the app."""
+        fields: dict[str, Any] = {}
+        request.state.log = fields
+        try:
+            accepted, ignored = await self._ingest(request, fields)
+        except AppError as exc:
+            count_rejected(exc.reason)
+            fields["reason"] = exc.reason
+            raise
+        count_accepted(accepted, ignored)
+        fields.update(accepted=accepted, ignored=ignored)
+        return Response(
+            orjson.dumps({"accepted": accepted, "ignored": ignored}),
+            status_code=202,
+            media_type="application/json",
+        )
+
+    async def _ingest(self, request: Request, fields: dict[str, Any]) -> tuple[int, int]:
         secret = bearer_token(request)
         try:
             cred = await self.directory.lookup(secret) if secret else None
         except RedisError:
             raise Unavailable("storage is unavailable, retry later", retry_after=2) from None
         if cred is None:
-            raise Unauthorized("missing, unknown or revoked API key")
+            AUTH_FAILURES.labels("unknown").inc()
+            raise Unauthorized(UNAUTHORIZED)
+        fields["integration"] = cred.integration_id
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json" and not content_type.endswith("+json"):
             raise UnsupportedMediaType("Content-Type must be application/json")
         body = await self._read_body(request)
-        now_ms = int(time.time() * 1000)
         events = parse_body(body, self.settings.max_batch_events)
+        now_ms = int(time.time() * 1000)
         compacts, ignored = to_compacts(events, now_ms, self.settings.future_tolerance_seconds)
         encoded = [c.encode(cred.integration_id) for c in compacts]
         result = await self._store(cred, encoded)
         if result < 0:
-            raise Unauthorized("missing, unknown or revoked API key")
+            AUTH_FAILURES.labels(cred.integration_id).inc()
+            self._spawn(self._record_auth_failure(cred.integration_id))
+            raise Unauthorized(UNAUTHORIZED)
         if result == 1:
             self._spawn(asyncio.to_thread(self._schedule, cred.shard))
-        self._touch(cred)
-        return Response(
-            orjson.dumps({"accepted": len(compacts), "ignored": ignored}),
-            status_code=202,
-            media_type="application/json",
-        )
+        self._record_use(cred)
+        return len(compacts), ignored
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -217,7 +239,7 @@ class Ingest:
                     raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
                 chunks.append(chunk)
         except ClientDisconnect:
-            raise AppError("client disconnected before the body was complete") from None
+            raise BadRequest("the client disconnected before the body was complete") from None
         return b"".join(chunks)
 
     async def _store(self, cred: Credential, encoded: list[bytes]) -> int:
@@ -240,19 +262,37 @@ class Ingest:
             # The flag's lease expires and the workers' janitor schedules the drain.
             log.warning("could not enqueue drain of shard %s: %s", shard, type(exc).__name__)
 
-    def _touch(self, cred: Credential) -> None:
-        """Record last use at most once a minute per key, off the request path."""
+    def _record_use(self, cred: Credential) -> None:
+        """Last event per integration (every 10 s) and last use per key (every minute),
+        per process and off the request path: cheap, as §2 asks."""
         now = time.time()
-        if now - self.last_used.get(cred.key_hash, 0.0) < LAST_USED_EVERY_S:
-            return
-        self.last_used[cred.key_hash] = now
-        self._spawn(self._write_last_used(cred, int(now)))
+        writes: list[tuple[str, str, int]] = []
+        if now - self.last_event.get(cred.integration_id, 0.0) >= LAST_EVENT_EVERY_S:
+            self.last_event[cred.integration_id] = now
+            writes.append((self.keys.last_event(), cred.integration_id, int(now)))
+        if now - self.last_used.get(cred.key_hash, 0.0) >= LAST_USED_EVERY_S:
+            self.last_used[cred.key_hash] = now
+            writes.append((self.keys.key_used(cred.integration_id), cred.key_id, int(now)))
+        if writes:
+            self._spawn(self._write(writes))
 
-    async def _write_last_used(self, cred: Credential, when: int) -> None:
+    async def _write(self, writes: list[tuple[str, str, int]]) -> None:
         try:
-            await self.redis.hset(self.keys.key_used(cred.integration_id), cred.key_id, when)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, field_name, value in writes:
+                    pipe.hset(key, field_name, value)
+                await pipe.execute()
         except RedisError:
-            self.last_used.pop(cred.key_hash, None)
+            log.warning("could not record last use")
+
+    async def _record_auth_failure(self, integration_id: str) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hincrby(self.keys.auth_failures(), integration_id, 1)
+                pipe.hset(self.keys.auth_failure_at(), integration_id, int(time.time()))
+                await pipe.execute()
+        except RedisError:
+            log.warning("could not record an auth failure")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -43,6 +43,22 @@ class Keys:
         """Hash: key id -> last-used unix time (written at most once a minute per key)."""
         return f"{self.prefix}:keyused:{integration_id}"
 
+    def last_event(self) -> str:
+        """Hash: integration id -> unix time an event was last accepted (throttled writes)."""
+        return f"{self.prefix}:lastevent"
+
+    def auth_failures(self) -> str:
+        """Hash: integration id -> requests refused with one of its (revoked) keys."""
+        return f"{self.prefix}:authfail"
+
+    def auth_failure_at(self) -> str:
+        """Hash: integration id -> unix time of the last refused request."""
+        return f"{self.prefix}:authfailat"
+
+    def freshchat_calls(self) -> str:
+        """Hash: outcome -> Freshchat API calls made by the workers."""
+        return f"{self.prefix}:freshchatcalls"
+
     # Per-shard keys (hash-tagged).
     def shard_prefix(self, shard: int) -> str:
         """Common prefix of every key in one shard's slot."""
@@ -55,6 +71,10 @@ class Keys:
     def dead(self, shard: int) -> str:
         """Stream of events the batch could not apply (each also an RQ job)."""
         return self.shard_prefix(shard) + "dead"
+
+    def stats(self, shard: int) -> str:
+        """Hash: `processed`, `dead` -> events applied / dead-lettered by the workers."""
+        return self.shard_prefix(shard) + "stats"
 
     def drain_flag(self, shard: int) -> str:
         """String with a lease: a drain job for this shard is queued or running."""

@@ -13,13 +13,16 @@ from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from app.admin import PAGE_ROUTES
 from app.api import ROUTES
+from app.dashboard import dashboard_app
 from app.errors import AppError, Unauthorized, Unavailable
 from app.ingest import Ingest
 from app.integrations import Integrations
+from app.logs import RequestLog, configure
+from app.metrics import metrics
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("injixo.web")
@@ -95,9 +98,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *PAGE_ROUTES,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Mount("/rq", app=dashboard_app(settings)),
     ]
-    return Starlette(
+    configure(settings.log_level)
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={AppError: _app_error, RedisError: _redis_error},
     )
+    app.add_middleware(RequestLog)
+    return app

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     drain_lease_seconds: float = Field(default=20.0, gt=0)
     drain_time_budget_seconds: float = Field(default=10.0, gt=0)
     janitor_interval_seconds: float = Field(default=2.0, gt=0)
+    stale_after_seconds: int = Field(default=24 * 3600, ge=60)
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("encryption_key")
     @classmethod

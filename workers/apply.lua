@@ -190,6 +190,8 @@ for _, entry in ipairs(entries) do
   end
 end
 
+if applied > 0 then redis.call('HINCRBY', P .. 'stats', 'processed', applied) end
+if #dead_ids > 0 then redis.call('HINCRBY', P .. 'stats', 'dead', #dead_ids) end
 for i = 1, #done, 1000 do
   redis.call('XDEL', src, unpack(done, i, math.min(i + 999, #done)))
 end

@@ -40,8 +40,20 @@ def drain(shard: int) -> dict[str, Any]:
     start, applied, batches, dead = "-", 0, 0, 0
     while True:
         applier.hold(shard)
+        t0 = time.perf_counter()
         result = applier.apply(shard, start)
         batches += 1
+        if result.last_id or result.needs:
+            log.info(
+                "batch",
+                extra={
+                    "shard": shard,
+                    "applied": result.applied,
+                    "dead_lettered": len(result.dead_ids),
+                    "waiting_for_group": len(result.needs),
+                    "ms": round((time.perf_counter() - t0) * 1000, 2),
+                },
+            )
         applied += result.applied
         for dead_id in result.dead_ids:
             enqueue_apply_event(redis, settings, shard, dead_id)
@@ -57,7 +69,7 @@ def drain(shard: int) -> dict[str, Any]:
             enqueue_drain(redis, settings, shard)  # keep the flag; let other jobs run first
             break
     summary = {"shard": shard, "applied": applied, "batches": batches, "dead_lettered": dead}
-    log.info("drain %s", summary)
+    log.info("drain done", extra=summary)
     return summary
 
 

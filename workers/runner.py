@@ -10,6 +10,7 @@ from rq import Queue, SimpleWorker
 
 from app.jobs import enqueue_drain
 from app.keys import Keys
+from app.logs import configure
 from app.settings import Settings
 
 log = logging.getLogger("injixo.worker")
@@ -53,6 +54,7 @@ def _janitor(redis: Redis, settings: Settings, stop: threading.Event) -> None:
 
 def run_worker(settings: Settings, burst: bool = False) -> bool:
     """Work RQ jobs (burst: until nothing is pending, then return)."""
+    configure(settings.log_level)
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
     schedule_pending(redis, settings, force=burst)
     stop = threading.Event()
@@ -65,6 +67,6 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
     # fork (or spawn) per job would only add latency (the architecture note's 9 events/s).
     worker = SimpleWorker([Queue(settings.rq_queue, connection=redis)], connection=redis)
     try:
-        return bool(worker.work(burst=burst, logging_level="WARNING"))
+        return bool(worker.work(burst=burst, logging_level=settings.log_level))
     finally:
         stop.set()

@@ -1,0 +1,147 @@
+"""`GET /metrics` (Prometheus): this process's request counters plus system-wide gauges
+read from Redis at scrape time (backlog, lag, processed, dead letters, Freshchat calls,
+stale integrations). Labels are bounded: outcome/reason enums, shard numbers and
+integration ids — never queue names, chat ids or keys."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.activity import is_stale, read_activity
+from app.keys import Keys, text
+from app.settings import Settings
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+EVENTS = Counter(
+    "injixo_events",
+    "Events received by this web process: accepted, ignored, or rejected (per request) by reason.",
+    ["outcome", "reason"],
+    registry=REGISTRY,
+)
+AUTH_FAILURES = Counter(
+    "injixo_auth_failures",
+    "Ingestion requests refused for a missing/unknown/revoked key, by integration "
+    "('unknown' when the key names none).",
+    ["integration"],
+    registry=REGISTRY,
+)
+
+
+def count_accepted(accepted: int, ignored: int) -> None:
+    """Record a 202."""
+    if accepted:
+        EVENTS.labels("accepted", "").inc(accepted)
+    if ignored:
+        EVENTS.labels("ignored", "").inc(ignored)
+
+
+def count_rejected(reason: str) -> None:
+    """Record a refused request."""
+    EVENTS.labels("rejected", reason).inc()
+
+
+class _Snapshot(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(self.families)
+
+
+def _stream_age(first: list[object], now_ms: int) -> float:
+    if not first:
+        return 0.0
+    entry_id = text(first[0][0])  # type: ignore[index]
+    return max(0.0, (now_ms - int(entry_id.split("-")[0])) / 1000)
+
+
+async def system_families(request: Request) -> Iterator[Metric]:
+    """Gauges and counters that live in Redis, read in one pipeline."""
+    settings: Settings = request.app.state.settings
+    redis = request.app.state.redis
+    keys = Keys(settings.key_prefix)
+    shards = range(settings.shards)
+    async with redis.pipeline(transaction=False) as pipe:
+        for shard in shards:
+            pipe.xlen(keys.stream(shard))
+            pipe.xrange(keys.stream(shard), "-", "+", count=1)
+            pipe.hgetall(keys.stats(shard))
+            pipe.xlen(keys.dead(shard))
+        pipe.hgetall(keys.freshchat_calls())
+        pipe.hvals(keys.integrations())
+        replies = await pipe.execute()
+    activity = await read_activity(redis, keys)
+    now_ms = int(time.time() * 1000)
+    backlog = GaugeMetricFamily(
+        "injixo_backlog_events", "Events stored, not yet counted.", labels=["shard"]
+    )
+    age = GaugeMetricFamily(
+        "injixo_backlog_oldest_age_seconds",
+        "Age of the oldest pending event (processing lag).",
+        labels=["shard"],
+    )
+    processed = CounterMetricFamily(
+        "injixo_processed_events", "Events applied by the workers.", labels=["shard"]
+    )
+    dead_total = CounterMetricFamily(
+        "injixo_dead_letter_events",
+        "Events the batch could not apply (each an RQ job).",
+        labels=["shard"],
+    )
+    dead_now = GaugeMetricFamily(
+        "injixo_dead_letter_pending", "Dead-lettered events not yet applied.", labels=["shard"]
+    )
+    for shard in shards:
+        length, first, stats, dead = replies[shard * 4 : shard * 4 + 4]
+        label = [str(shard)]
+        backlog.add_metric(label, int(length))
+        age.add_metric(label, _stream_age(first, now_ms))
+        counters = {text(k): int(v) for k, v in stats.items()}
+        processed.add_metric(label, counters.get("processed", 0))
+        dead_total.add_metric(label, counters.get("dead", 0))
+        dead_now.add_metric(label, int(dead))
+    calls = CounterMetricFamily(
+        "injixo_freshchat_requests",
+        "Freshchat API calls by the workers, by outcome.",
+        labels=["outcome"],
+    )
+    for outcome, n in sorted((text(k), int(v)) for k, v in replies[-2].items()):
+        calls.add_metric([outcome], n)
+    stale = GaugeMetricFamily(
+        "injixo_integration_stale",
+        "1 when an active integration's app stopped sending (no events, or only auth failures).",
+        labels=["integration"],
+    )
+    last = GaugeMetricFamily(
+        "injixo_integration_last_event_timestamp_seconds",
+        "When an event was last accepted for the integration (unix time; 10 s resolution).",
+        labels=["integration"],
+    )
+    now = now_ms / 1000
+    for raw in replies[-1]:
+        record = orjson.loads(raw)
+        if record.get("status") != "active":
+            continue
+        act = activity.get(record["id"])
+        stale.add_metric(
+            [record["id"]], 1.0 if is_stale(record, act, now, settings.stale_after_seconds) else 0.0
+        )
+        if act and act.last_event_at:
+            last.add_metric([record["id"]], act.last_event_at)
+    return iter([backlog, age, processed, dead_total, dead_now, calls, stale, last])
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition."""
+    snapshot = CollectorRegistry(auto_describe=False)
+    snapshot.register(_Snapshot(list(await system_families(request))))
+    body = generate_latest(REGISTRY) + generate_latest(snapshot)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

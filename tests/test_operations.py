@@ -1,0 +1,194 @@
+"""Operations (§8): /rq dashboard, /metrics exactness, /readyz, stale integrations."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from rq import Queue, SimpleWorker
+from starlette.testclient import TestClient
+
+from app.keys import Keys
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import ADMIN, create_integration
+from tests.factories import ADMIN_TOKEN, at, conv_event, env_for, fixture, make_settings
+from tests.redis_server import RedisServer
+from workers import drain as drain_module
+from workers.runner import schedule_pending
+
+URL = "/v1/freshchat/events"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition (0 if absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
+        if match and match.group(1) == name:
+            got = ",".join(sorted((match.group(2) or "").split(","))) if match.group(2) else ""
+            if got == want:
+                return float(match.group(3))
+    return 0.0
+
+
+def total(text: str, name: str) -> float:
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+@pytest.fixture
+def worker_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    for name, value in env_for(settings).items():
+        monkeypatch.setenv(name, value)
+    drain_module._context.cache_clear()
+    yield settings
+    drain_module._context.cache_clear()
+
+
+def burst(r: redis.Redis, settings: Settings) -> None:
+    """Drain everything in-process with a real RQ SimpleWorker."""
+    schedule_pending(r, settings, force=True)
+    SimpleWorker([Queue(settings.rq_queue, connection=r)], connection=r).work(burst=True)
+
+
+def test_metrics_move_by_exact_amounts(
+    client: TestClient, r: redis.Redis, worker_env: Settings
+) -> None:
+    settings = worker_env
+    iid, key = create_integration(client)
+    auth = {"Authorization": f"Bearer {key}"}
+    before = client.get("/metrics").text
+    events = [
+        conv_event(f"c{i}", "resolved", at("2026-11-23T08:00") + i, ("g1", "S")) for i in range(7)
+    ]
+    assert (
+        client.post(URL, json=events + [fixture("message_create")] * 2, headers=auth).status_code
+        == 202
+    )
+    assert (
+        client.post(
+            URL, content=b"{", headers={**auth, "Content-Type": "application/json"}
+        ).status_code
+        == 400
+    )
+    assert (
+        client.post(URL, content=b"x", headers={**auth, "Content-Type": "text/plain"}).status_code
+        == 415
+    )
+    assert (
+        client.post(URL, json=events[0], headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )
+    [meta] = client.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]
+    client.delete(f"/v1/integrations/{iid}/api-keys/{meta['key_id']}", headers=ADMIN)
+    assert client.post(URL, json=events[0], headers=auth).status_code == 401
+    time.sleep(0.1)  # the auth-failure record is written off the request path
+    mid = client.get("/metrics").text
+
+    def delta(name: str, text: str = mid, **labels: str) -> float:
+        return metric(text, name, **labels) - metric(before, name, **labels)
+
+    assert delta("injixo_events_total", outcome="accepted", reason="") == 7
+    assert delta("injixo_events_total", outcome="ignored", reason="") == 2
+    assert delta("injixo_events_total", outcome="rejected", reason="invalid") == 1
+    assert delta("injixo_events_total", outcome="rejected", reason="unsupported_media_type") == 1
+    assert delta("injixo_events_total", outcome="rejected", reason="unauthorized") == 2
+    assert delta("injixo_auth_failures_total", integration="unknown") == 1
+    assert delta("injixo_auth_failures_total", integration=iid) == 1
+    assert total(mid, "injixo_backlog_events") == 7
+    assert total(mid, "injixo_backlog_oldest_age_seconds") < 60
+    assert total(mid, "injixo_processed_events_total") == 0
+    listed = client.get(f"/v1/integrations/{iid}", headers=ADMIN).json()
+    assert listed["auth_failures"] == 1 and listed["last_event_at"] is not None
+
+    keys = Keys(settings.key_prefix)
+    r.xadd(keys.stream(0), {"e": b"poison"})
+    burst(r, settings)
+    after = client.get("/metrics").text
+    assert total(after, "injixo_backlog_events") == 0
+    assert total(after, "injixo_backlog_oldest_age_seconds") == 0
+    assert total(after, "injixo_processed_events_total") == 7
+    assert total(after, "injixo_dead_letter_events_total") == 1
+    assert total(after, "injixo_dead_letter_pending") == 1
+
+
+def test_rq_dashboard_needs_admin_token_and_shows_a_requeueable_failed_event(
+    client: TestClient, r: redis.Redis, worker_env: Settings
+) -> None:
+    settings = worker_env
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Basic " + base64.b64encode(b"a:wrong").decode()},
+    ):
+        assert client.get("/rq/", headers=headers).status_code == 401
+    assert client.get("/rq/0/data/queues.json").status_code == 401
+    keys = Keys(settings.key_prefix)
+    r.xadd(keys.stream(3), {"e": orjson.dumps(["acme000000", "chat", 9, 1, "", ""])})
+    burst(r, settings)
+    basic = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_TOKEN}".encode()).decode()}
+    page = client.get("/rq/", headers=basic)
+    assert page.status_code == 200 and "RQ dashboard" in page.text
+    queues = client.get("/rq/0/data/queues.json", headers=ADMIN).json()["queues"]
+    assert {q["name"]: q["count"] for q in queues}.get(settings.rq_queue) == 0
+    failed = client.get(
+        f"/rq/0/data/jobs/{settings.rq_queue}/failed/8/asc/1.json", headers=ADMIN
+    ).json()
+    [job] = failed["jobs"]
+    assert "apply_event" in job["description"] or "dead-lettered" in job["description"]
+    info: dict[str, Any] = client.get(f"/rq/0/data/job/{job['id']}.json", headers=ADMIN).json()
+    assert "PoisonEvent" in info["exc_info"] and "bad kind" in info["exc_info"]
+    requeued = client.post(f"/rq/job/{job['id']}/requeue", headers=ADMIN)
+    assert requeued.status_code == 200
+    assert Queue(settings.rq_queue, connection=r).job_ids == [job["id"]]
+
+
+def test_readyz_follows_redis() -> None:
+    server = RedisServer()
+    try:
+        with TestClient(create_app(make_settings(server.url))) as client:
+            assert client.get("/readyz").status_code == 200
+            assert client.get("/healthz").status_code == 200
+            server.kill()
+            assert client.get("/readyz").status_code == 503
+            assert client.get("/healthz").status_code == 200
+            server.start()
+            assert client.get("/readyz").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_stale_integration_is_flagged(
+    client: TestClient, r: redis.Redis, settings: Settings
+) -> None:
+    quiet, _ = create_integration(client, "Quiet")
+    busy, key = create_integration(client, "Busy")
+    assert (
+        client.post(
+            URL, json=fixture("conversation_create"), headers={"Authorization": f"Bearer {key}"}
+        ).status_code
+        == 202
+    )
+    time.sleep(0.1)
+    keys = Keys(settings.key_prefix)
+    record = orjson.loads(r.hget(keys.integrations(), quiet) or b"{}")
+    record["created_at"] -= settings.stale_after_seconds + 60  # created long ago, never sent
+    r.hset(keys.integrations(), quiet, orjson.dumps(record))
+    text = client.get("/metrics").text
+    assert metric(text, "injixo_integration_stale", integration=quiet) == 1
+    assert metric(text, "injixo_integration_stale", integration=busy) == 0
+    listed = {
+        i["id"]: i for i in client.get("/v1/integrations", headers=ADMIN).json()["integrations"]
+    }
+    assert listed[quiet]["stale"] is True and listed[busy]["stale"] is False
+    # Only auth failures since the last accepted event, for a while: stale too.
+    now = int(time.time())
+    r.hset(keys.last_event(), busy, now - 3600)
+    r.hset(keys.auth_failure_at(), busy, now - 10)
+    assert client.get(f"/v1/integrations/{busy}", headers=ADMIN).json()["stale"] is True
