@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,6 +16,14 @@ from app.counts import parse_query, read_counts, read_queues, to_csv
 from app.errors import BadRequest
 from app.freshchat import verify_api_key
 from app.integrations import Integrations, public
+from app.schemas import (
+    ApiKeyCreated,
+    ApiKeyList,
+    Contacts,
+    IntegrationList,
+    IntegrationOut,
+    Queues,
+)
 from app.settings import Settings
 
 
@@ -70,8 +77,13 @@ def _reader(request: Request) -> Integrations:
     return integrations
 
 
-def _json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+def _json_response(body: BaseModel, status: int = 200) -> Response:
+    """Serialise through the response model (the same one /openapi.json describes)."""
+    return Response(
+        body.model_dump_json(by_alias=True, exclude_unset=True),
+        status_code=status,
+        media_type="application/json",
+    )
 
 
 async def create_integration(request: Request) -> Response:
@@ -84,7 +96,7 @@ async def create_integration(request: Request) -> Response:
         body.freshchat_api_key,
         verify_api_key if body.verify else None,
     )
-    return _json_response(public(record), 201)
+    return _json_response(IntegrationOut.model_validate(public(record)), 201)
 
 
 async def _with_activity(
@@ -99,7 +111,7 @@ async def list_integrations(request: Request) -> Response:
     """All integrations with their activity (last event, auth failures, stale), no secrets."""
     integrations = _admin(request)
     listed = await _with_activity(integrations, await integrations.all())
-    return _json_response({"integrations": listed})
+    return _json_response(IntegrationList.model_validate({"integrations": listed}))
 
 
 async def integration(request: Request) -> Response:
@@ -115,9 +127,9 @@ async def integration(request: Request) -> Response:
         if not changes:
             raise BadRequest("nothing to change: give name, freshchat_domain or freshchat_api_key")
         record = await integrations.update(iid, changes, verify_api_key if body.verify else None)
-        return _json_response(public(record))
+        return _json_response(IntegrationOut.model_validate(public(record)))
     [one] = await _with_activity(integrations, [await integrations.get(iid)])
-    return _json_response(one)
+    return _json_response(IntegrationOut.model_validate(one))
 
 
 async def api_keys(request: Request) -> Response:
@@ -125,8 +137,9 @@ async def api_keys(request: Request) -> Response:
     integrations = _admin(request)
     iid = request.path_params["iid"]
     if request.method == "POST":
-        return _json_response(await integrations.create_key(iid), 201)
-    return _json_response({"api_keys": await integrations.list_keys(iid)})
+        return _json_response(ApiKeyCreated.model_validate(await integrations.create_key(iid)), 201)
+    listed = await integrations.list_keys(iid)
+    return _json_response(ApiKeyList.model_validate({"api_keys": listed}))
 
 
 async def revoke_api_key(request: Request) -> Response:
@@ -153,15 +166,14 @@ async def contacts(request: Request) -> Response:
     wants_csv = params.get("format") == "csv" or "text/csv" in request.headers.get("accept", "")
     if wants_csv:
         return Response(to_csv(rows), media_type="text/csv; charset=utf-8")
-    return _json_response(
-        {
-            "integration_id": iid,
-            "interval_minutes": query.interval,
-            "from": params["from"],
-            "to": params["to"],
-            "rows": rows,
-        }
-    )
+    body = {
+        "integration_id": iid,
+        "interval_minutes": query.interval,
+        "from": params["from"],
+        "to": params["to"],
+        "rows": rows,
+    }
+    return _json_response(Contacts.model_validate(body))
 
 
 async def queues(request: Request) -> Response:
@@ -170,7 +182,7 @@ async def queues(request: Request) -> Response:
     iid = request.path_params["iid"]
     record = await integrations.get(iid)
     found = await read_queues(integrations.redis, integrations.keys, record["shard"], iid)
-    return _json_response({"integration_id": iid, "queues": found})
+    return _json_response(Queues.model_validate({"integration_id": iid, "queues": found}))
 
 
 ROUTES = [

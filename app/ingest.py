@@ -29,6 +29,7 @@ from app.events import parse_body, to_compacts
 from app.jobs import enqueue_drain
 from app.keys import Keys, text
 from app.metrics import AUTH_FAILURES, count_accepted, count_rejected
+from app.schemas import Accepted
 from app.scripts import lua
 from app.settings import Settings
 
@@ -192,7 +193,7 @@ class Ingest:
         count_accepted(accepted, ignored)
         fields.update(accepted=accepted, ignored=ignored)
         return Response(
-            orjson.dumps({"accepted": accepted, "ignored": ignored}),
+            Accepted(accepted=accepted, ignored=ignored).model_dump_json(),
             status_code=202,
             media_type="application/json",
         )

@@ -23,6 +23,7 @@ from app.ingest import Ingest
 from app.integrations import Integrations
 from app.logs import RequestLog, configure
 from app.metrics import metrics
+from app.openapi import openapi
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("injixo.web")
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         Mount("/rq", app=dashboard_app(settings)),
     ]
     configure(settings.log_level)

@@ -192,3 +192,25 @@ def test_stale_integration_is_flagged(
     r.hset(keys.last_event(), busy, now - 3600)
     r.hset(keys.auth_failure_at(), busy, now - 10)
     assert client.get(f"/v1/integrations/{busy}", headers=ADMIN).json()["stale"] is True
+
+
+def test_openapi_describes_every_public_endpoint(client: TestClient) -> None:
+    from starlette.routing import Route
+
+    doc = client.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
+    served = {
+        (route.path, method)
+        for route in client.app.routes  # type: ignore[attr-defined]
+        if isinstance(route, Route)
+        and route.path.startswith(("/v1/", "/healthz", "/readyz", "/metrics"))
+        for method in (route.methods or set()) - {"HEAD"}
+    }
+    assert served == documented
+    event = doc["components"]["schemas"]["ConversationEvent"]
+    assert "timestamp" in event["required"] and "iparams" not in event["properties"]
+    created = doc["paths"]["/v1/integrations"]["post"]["responses"]["201"]
+    assert created["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/IntegrationOut"
+    }

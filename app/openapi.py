@@ -1,0 +1,206 @@
+"""`GET /openapi.json`: every public endpoint, with schemas from the models the code uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, TypeAdapter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.api import IntegrationIn, IntegrationPatch
+from app.events import ConversationEvent, OtherEvent
+from app.schemas import (
+    Accepted,
+    ApiKeyCreated,
+    ApiKeyList,
+    Contacts,
+    ErrorBody,
+    IntegrationList,
+    IntegrationOut,
+    Queues,
+)
+
+REF = "#/components/schemas/{model}"
+MODELS: list[type[BaseModel]] = [
+    Accepted, ApiKeyCreated, ApiKeyList, Contacts, ErrorBody, IntegrationIn, IntegrationList,
+    IntegrationOut, IntegrationPatch, Queues, ConversationEvent, OtherEvent,
+]  # fmt: skip
+ERRORS = {
+    "400": "invalid input (names the field)",
+    "401": "missing or invalid credentials",
+    "404": "no such integration or key",
+    "409": "conflict (duplicate name, deleted integration)",
+    "413": "body over the limit",
+    "415": "not JSON",
+    "429": "rate limit exceeded (Retry-After)",
+    "502": "Freshchat could not be reached",
+    "503": "storage unavailable (Retry-After)",
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _op(
+    summary: str,
+    ok: tuple[str, dict[str, Any] | None],
+    errors: tuple[str, ...],
+    security: str,
+    body: dict[str, Any] | None = None,
+    params: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    status, schema = ok
+    responses: dict[str, Any] = {
+        status: {"description": "success", **({"content": _json(schema)} if schema else {})}
+    }
+    for code in errors:
+        responses[code] = {"description": ERRORS[code], "content": _json(_ref(ErrorBody))}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if security:
+        op["security"] = [{security: []}]
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+def build() -> dict[str, Any]:
+    """The OpenAPI 3.1 document."""
+    components = {}
+    for model in MODELS:
+        schema = TypeAdapter(model).json_schema(ref_template=REF, by_alias=True)
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    event = {"oneOf": [_ref(ConversationEvent), _ref(OtherEvent)]}
+    iid = _path_param("iid")
+    contacts_params = [
+        iid,
+        _query("from", {"type": "string", "format": "date-time"}, True),
+        _query("to", {"type": "string", "format": "date-time"}, True),
+        _query("interval", {"type": "integer", "enum": [15, 30, 60]}),
+        _query("tz", {"type": "string"}),
+        _query("queue", {"type": "string"}),
+        _query("format", {"type": "string", "enum": ["json", "csv"]}),
+    ]
+    paths = {
+        "/v1/freshchat/events": {
+            "post": _op(
+                "Store Freshworks product events (one payload or an array of up to 500)",
+                ("202", _ref(Accepted)),
+                ("400", "401", "413", "415", "429", "503"),
+                "apiKey",
+                body={
+                    "oneOf": [
+                        event,
+                        {"type": "array", "items": event, "minItems": 1, "maxItems": 500},
+                    ]
+                },
+            )
+        },
+        "/v1/integrations": {
+            "get": _op("List integrations", ("200", _ref(IntegrationList)), ("401",), "admin"),
+            "post": _op(
+                "Create an integration",
+                ("201", _ref(IntegrationOut)),
+                ("400", "401", "409", "502"),
+                "admin",
+                body=_ref(IntegrationIn),
+            ),
+        },
+        "/v1/integrations/{iid}": {
+            "get": _op(
+                "One integration",
+                ("200", _ref(IntegrationOut)),
+                ("401", "404"),
+                "admin",
+                params=[iid],
+            ),
+            "patch": _op(
+                "Change name, domain or Freshchat key",
+                ("200", _ref(IntegrationOut)),
+                ("400", "401", "404", "409", "502"),
+                "admin",
+                body=_ref(IntegrationPatch),
+                params=[iid],
+            ),
+            "delete": _op(
+                "Delete (revokes keys; counts stay)",
+                ("204", None),
+                ("401", "404"),
+                "admin",
+                params=[iid],
+            ),
+        },
+        "/v1/integrations/{iid}/api-keys": {
+            "get": _op(
+                "List keys", ("200", _ref(ApiKeyList)), ("401", "404"), "admin", params=[iid]
+            ),
+            "post": _op(
+                "Generate a key",
+                ("201", _ref(ApiKeyCreated)),
+                ("401", "404", "409"),
+                "admin",
+                params=[iid],
+            ),
+        },
+        "/v1/integrations/{iid}/api-keys/{key_id}": {
+            "delete": _op(
+                "Revoke a key",
+                ("204", None),
+                ("401", "404"),
+                "admin",
+                params=[iid, _path_param("key_id")],
+            ),
+        },
+        "/v1/integrations/{iid}/contacts": {
+            "get": _op(
+                "Contacts per interval and source queue (JSON, or CSV with format=csv)",
+                ("200", _ref(Contacts)),
+                ("400", "401", "404"),
+                "reader",
+                params=contacts_params,
+            )
+        },
+        "/v1/integrations/{iid}/queues": {
+            "get": _op(
+                "Source queues seen", ("200", _ref(Queues)), ("401", "404"), "reader", params=[iid]
+            )
+        },
+        "/healthz": {"get": _op("Process alive", ("200", None), (), "")},
+        "/readyz": {"get": _op("Redis reachable", ("200", None), ("503",), "")},
+        "/metrics": {"get": _op("Prometheus metrics", ("200", None), (), "")},
+    }
+    bearer = {"type": "http", "scheme": "bearer"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "injixo-freshchat", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"apiKey": bearer, "admin": bearer, "reader": bearer},
+        },
+    }
+
+
+DOCUMENT = build()
+
+
+async def openapi(request: Request) -> Response:
+    """Serve the document."""
+    return Response(orjson.dumps(DOCUMENT), media_type="application/json")

@@ -1,0 +1,97 @@
+"""Response bodies of the public API, as pydantic models (they also drive /openapi.json)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Accepted(BaseModel):
+    """202 from the events endpoint."""
+
+    accepted: int = Field(ge=0)
+    ignored: int = Field(ge=0)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer."""
+
+    error: str
+    reason: str
+    detail: list[dict[str, object]] | None = None
+
+
+class IntegrationOut(BaseModel):
+    """An integration, without secrets, with its activity when listed or fetched."""
+
+    id: str
+    name: str
+    freshchat_domain: str
+    created_at: int
+    status: str
+    last_event_at: int | None = None
+    auth_failures: int | None = None
+    stale: bool | None = None
+
+
+class IntegrationList(BaseModel):
+    """`GET /v1/integrations`."""
+
+    integrations: list[IntegrationOut]
+
+
+class ApiKeyCreated(BaseModel):
+    """The one time an injixo API key is shown."""
+
+    key_id: str
+    api_key: str
+    prefix: str
+
+
+class ApiKeyMeta(BaseModel):
+    """A key as listed: never the secret."""
+
+    key_id: str
+    prefix: str
+    created_at: int
+    revoked_at: int | None
+    last_used_at: int | None
+
+
+class ApiKeyList(BaseModel):
+    """`GET /v1/integrations/{id}/api-keys`."""
+
+    api_keys: list[ApiKeyMeta]
+
+
+class ContactRow(BaseModel):
+    """Contacts of one queue in one interval."""
+
+    interval_start: str
+    queue: str
+    contacts: int = Field(gt=0)
+
+
+class Contacts(BaseModel):
+    """`GET /v1/integrations/{id}/contacts` (JSON)."""
+
+    integration_id: str
+    interval_minutes: int
+    from_: str = Field(alias="from")
+    to: str
+    rows: list[ContactRow]
+
+
+class QueueSeen(BaseModel):
+    """One source queue and its totals."""
+
+    queue: str
+    first_seen: str
+    last_seen: str
+    contacts: int
+
+
+class Queues(BaseModel):
+    """`GET /v1/integrations/{id}/queues`."""
+
+    integration_id: str
+    queues: list[QueueSeen]
