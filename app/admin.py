@@ -57,6 +57,7 @@ SESSION_TTL_SECONDS = 12 * 3600
 STALE_AFTER_SECONDS = 24 * 3600  # default; a `stale_after_seconds` setting wins when present
 SIGNIN_FAILURE_DELAY = 0.3
 MAX_FIELD_CHARS = 4096
+MAX_FORM_BYTES = 64 * 1024
 
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -66,7 +67,7 @@ PAGE_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
 }
 
 # Okabe-Ito and friends: distinguishable for most colour-vision deficiencies.
@@ -220,11 +221,25 @@ def _same_origin(request: Request) -> bool:
     return parts.scheme in ("http", "https") and bool(host) and parts.netloc.lower() == host.lower()
 
 
+def _form_too_large(request: Request) -> Response | None:
+    """Forms are small: refuse a body over the limit (or of unknown size) before parsing."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= MAX_FORM_BYTES:
+        return None
+    return render(
+        request, "error.html", {"title": "Too large", "message": "The form is too large."}, 413
+    )
+
+
 def _safe_next(value: str | None) -> str:
     """A local path to return to after sign-in (never another site)."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
-        return value
-    return "/account/integrations"
+    fallback = "/account/integrations"
+    if not value or len(value) > 2000 or not value.startswith("/") or value.startswith("//"):
+        return fallback
+    if any(c == "\\" or not c.isprintable() or c.isspace() for c in value):
+        return fallback  # browsers drop tabs/newlines and read "\\" as "/": "/\t/x" is "//x"
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else fallback
 
 
 @dataclass
@@ -291,6 +306,9 @@ async def _posted(request: Request) -> tuple[Page, FormData] | Response:
         return _signin_redirect(request)
     if not _same_origin(request):
         return _forbidden(request, "The request came from another site.")
+    too_large = _form_too_large(request)
+    if too_large is not None:
+        return too_large
     form = await request.form(max_files=0, max_fields=20)
     token = form.get("csrf")
     if not isinstance(token, str) or not hmac.compare_digest(token.encode(), page.csrf.encode()):
@@ -349,9 +367,14 @@ async def signin(request: Request) -> Response:
         return _signin_form(request, None, 200)
     if not _same_origin(request):
         return _forbidden(request, "The request came from another site.")
+    too_large = _form_too_large(request)
+    if too_large is not None:
+        return too_large
     form = await request.form(max_files=0, max_fields=10)
-    sent, cookie = form.get("csrf"), request.cookies.get(SIGNIN_COOKIE)
-    if not (isinstance(sent, str) and cookie and hmac.compare_digest(sent.encode(), cookie.encode())):
+    sent, cookie = form.get("csrf"), request.cookies.get(SIGNIN_COOKIE) or ""
+    if not (
+        isinstance(sent, str) and cookie and hmac.compare_digest(sent.encode(), cookie.encode())
+    ):
         return _forbidden(request, "The sign-in form has expired. Reload the page and try again.")
     token = form.get("token")
     if not token_matches(token if isinstance(token, str) else None, (settings.admin_token,)):
@@ -415,7 +438,7 @@ async def integrations_list(request: Request) -> Response:
     page = _page(request)
     if page is None:
         return _signin_redirect(request)
-    records = [r for r in await page.integrations.list() if r.get("status") != "deleted"]
+    records = [r for r in await page.integrations.all() if r.get("status") != "deleted"]
     rows = await _statuses(page, records)
     return page.render("integrations.html", {"title": "Integrations", "rows": rows})
 
@@ -582,7 +605,7 @@ def build_chart(rows: list[dict[str, Any]], query: Query) -> dict[str, Any]:
     label_every = max(1, len(starts) // 12)
     for index, start in enumerate(starts):
         x = left + index * slot_w + (slot_w - bar_w) / 2
-        base = upper + plot_h
+        base: float = upper + plot_h
         local = start.astimezone(zone).strftime("%H:%M")
         for queue in queues:
             n = cells.get((int(start.timestamp()), queue), 0)
@@ -625,7 +648,8 @@ async def _detail(
 ) -> Response:
     try:
         record = await page.integrations.get(iid)
-        keys = await page.integrations.list_keys(iid)
+        found: Any = await page.integrations.list_keys(iid)  # Any: see integrations.list
+        keys: list[dict[str, Any]] = list(found)
     except NotFound:
         return page.render(
             "error.html", {"title": "Not found", "message": "There is no such integration."}, 404
@@ -710,9 +734,7 @@ PAGE_ROUTES: list[BaseRoute] = [
     Route("/account/integrations", integrations_list, methods=["GET"]),
     Route("/account/integrations/new", add_models, methods=["GET"]),
     Route("/account/integrations/new/freshworks", add_freshworks, methods=["GET"]),
-    Route(
-        "/account/integrations/new/freshworks/freshchat", add_freshchat, methods=["GET", "POST"]
-    ),
+    Route("/account/integrations/new/freshworks/freshchat", add_freshchat, methods=["GET", "POST"]),
     Route("/account/integrations/{iid}", integration_page, methods=["GET"]),
     Route("/account/integrations/{iid}/keys", generate_key, methods=["POST"]),
     Route("/account/integrations/{iid}/keys/{key_id}/revoke", revoke_key, methods=["POST"]),

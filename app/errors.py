@@ -10,6 +10,7 @@ class AppError(Exception):
 
     status = 500
     reason = "internal"
+    retry_after: int | None = None
 
     def __init__(self, message: str, detail: list[Any] | None = None) -> None:
         super().__init__(message)
@@ -70,6 +71,17 @@ class UnsupportedMediaType(AppError):
 
     status = 415
     reason = "unsupported_media_type"
+
+
+class RateLimited(AppError):
+    """The integration sends faster than its limit."""
+
+    status = 429
+    reason = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(AppError):

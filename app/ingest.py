@@ -21,6 +21,7 @@ from app.errors import (
     AppError,
     BadRequest,
     PayloadTooLarge,
+    RateLimited,
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
@@ -97,7 +98,7 @@ class KeyDirectory:
 class _Pending:
     keys: list[str]
     args: list[Any]
-    future: asyncio.Future[int]
+    future: asyncio.Future[Any]
 
 
 @dataclass
@@ -112,9 +113,9 @@ class GroupCommit:
     pending: list[_Pending] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
-    async def call(self, keys: list[str], args: list[Any]) -> int:
+    async def call(self, keys: list[str], args: list[Any]) -> Any:
         """Run the ingest script with these keys and args; returns its result."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending.append(_Pending(keys, args, future))
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._flush())
@@ -151,7 +152,7 @@ class GroupCommit:
         if isinstance(result, BaseException):
             item.future.set_exception(result)
         else:
-            item.future.set_result(int(result))
+            item.future.set_result(result)
 
     async def _run(self, sha: str, batch: list[_Pending]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
@@ -216,7 +217,9 @@ class Ingest:
         now_ms = int(time.time() * 1000)
         compacts, ignored = to_compacts(events, now_ms, self.settings.future_tolerance_seconds)
         encoded = [c.encode(cred.integration_id) for c in compacts]
-        result = await self._store(cred, encoded)
+        result, retry_after = await self._store(cred, encoded)
+        if result == -2:
+            raise RateLimited("rate limit exceeded for this integration", retry_after=retry_after)
         if result < 0:
             AUTH_FAILURES.labels(cred.integration_id).inc()
             self._spawn(self._record_auth_failure(cred.integration_id))
@@ -243,15 +246,19 @@ class Ingest:
             raise BadRequest("the client disconnected before the body was complete") from None
         return b"".join(chunks)
 
-    async def _store(self, cred: Credential, encoded: list[bytes]) -> int:
+    async def _store(self, cred: Credential, encoded: list[bytes]) -> tuple[int, int]:
         keys = [
             self.keys.active_keys(cred.shard, cred.integration_id),
             self.keys.stream(cred.shard),
             self.keys.drain_flag(cred.shard),
+            self.keys.rate_bucket(cred.shard, cred.integration_id),
         ]
-        lease_ms = int(self.settings.drain_lease_seconds * 1000)
+        s = self.settings
+        lease_ms = int(s.drain_lease_seconds * 1000)
+        args = [cred.key_hash, lease_ms, s.rate_limit_events_per_second, s.rate_limit_burst]
         try:
-            return await self.commit.call(keys, [cred.key_hash, lease_ms, *encoded])
+            code, retry_after = await self.commit.call(keys, [*args, *encoded])
+            return int(code), int(retry_after)
         except RedisError as exc:
             log.warning("event not stored: %s", type(exc).__name__)
             raise Unavailable("events could not be stored, retry later", retry_after=2) from None

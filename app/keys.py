@@ -84,6 +84,10 @@ class Keys:
         """Hash: key hash -> key id, for the keys that may ingest right now."""
         return f"{self.shard_prefix(shard)}k:{integration_id}"
 
+    def rate_bucket(self, shard: int, integration_id: str) -> str:
+        """Hash: token bucket (`tokens`, `at`) of the integration's ingest rate limit."""
+        return f"{self.shard_prefix(shard)}rl:{integration_id}"
+
     def groups(self, shard: int, integration_id: str) -> str:
         """Hash: Freshchat group id -> name (or a negative-cache marker)."""
         return f"{self.shard_prefix(shard)}g:{integration_id}"

@@ -33,7 +33,7 @@ def _error_response(exc: AppError) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, Unavailable):
+    if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     return Response(
         orjson.dumps(exc.body()),

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.activity import is_stale, read_activity
+from app.freshchat import observe
 from app.keys import Keys, text
 from app.settings import Settings
 
@@ -33,6 +34,22 @@ AUTH_FAILURES = Counter(
     ["integration"],
     registry=REGISTRY,
 )
+
+
+VERIFICATIONS = Counter(
+    "injixo_freshchat_verifications",
+    "Freshchat API-key checks made by this web process when integrations are saved, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+
+def _count_verification(operation: str, outcome: str) -> None:
+    if operation == "verify":
+        VERIFICATIONS.labels(outcome).inc()
+
+
+observe(_count_verification)
 
 
 def count_accepted(accepted: int, ignored: int) -> None:
@@ -110,7 +127,7 @@ async def system_families(request: Request) -> Iterator[Metric]:
         dead_now.add_metric(label, int(dead))
     calls = CounterMetricFamily(
         "injixo_freshchat_requests",
-        "Freshchat API calls by the workers, by outcome.",
+        "Freshchat group lookups by the workers, by outcome.",
         labels=["outcome"],
     )
     for outcome, n in sorted((text(k), int(v)) for k, v in replies[-2].items()):

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=500, ge=1, le=10_000)
     future_tolerance_seconds: int = Field(default=24 * 3600, ge=0)
+    rate_limit_events_per_second: float = Field(default=1000.0, ge=0)
+    rate_limit_burst: int = Field(default=50_000, ge=1)
 
     shards: int = Field(default=8, ge=1, le=1024)
     chat_ttl_days: int = Field(default=90, ge=1)

@@ -214,3 +214,65 @@ def test_openapi_describes_every_public_endpoint(client: TestClient) -> None:
     assert created["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/IntegrationOut"
     }
+
+
+def test_freshchat_lookups_are_counted_in_metrics(
+    redis_server: RedisServer, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.freshchat_standin import running
+
+    settings = make_settings(redis_server.url, freshchat_allow_insecure=True)
+    for name, value in env_for(settings).items():
+        monkeypatch.setenv(name, value)
+    drain_module._context.cache_clear()
+    try:
+        with running() as standin, TestClient(create_app(settings)) as client:
+            standin.script.groups["g5"] = "Sales"
+            body = {
+                "name": "Acme",
+                "freshchat_domain": standin.domain,
+                "freshchat_api_key": "fc-good-key",
+            }
+            created = client.post("/v1/integrations", json=body, headers=ADMIN)
+            assert created.status_code == 201
+            before = client.get("/metrics").text
+            iid = created.json()["id"]
+            key = client.post(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_key"]
+            events = [
+                conv_event(f"c{i}", "resolved", at("2026-11-23T08:00"), None, group_id_only=gid)
+                for i, gid in enumerate(["g5", "g5", "g404", "g5"])
+            ]
+            assert (
+                client.post(
+                    URL, json=events, headers={"Authorization": f"Bearer {key}"}
+                ).status_code
+                == 202
+            )
+            burst(r, settings)
+            after = client.get("/metrics").text
+            assert metric(after, "injixo_freshchat_requests_total", outcome="ok") == 1
+            assert metric(after, "injixo_freshchat_requests_total", outcome="not_found") == 1
+            assert metric(before, "injixo_freshchat_verifications_total", outcome="ok") >= 1
+            assert len(standin.group_gets()) == 2
+    finally:
+        drain_module._context.cache_clear()
+
+
+def test_rate_limit_answers_429_with_retry_after(redis_server: RedisServer, r: redis.Redis) -> None:
+    settings = make_settings(redis_server.url, rate_limit_events_per_second=2, rate_limit_burst=5)
+    with TestClient(create_app(settings)) as client:
+        _, key_a = create_integration(client, "A")
+        _, key_b = create_integration(client, "B")
+        events = [conv_event(f"c{i}", "new", at("2026-11-23T08:00")) for i in range(4)]
+        auth_a, auth_b = {"Authorization": f"Bearer {key_a}"}, {"Authorization": f"Bearer {key_b}"}
+        assert client.post(URL, json=events, headers=auth_a).status_code == 202
+        limited = client.post(URL, json=events, headers=auth_a)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["reason"] == "rate_limited"
+        assert client.post(URL, json=events, headers=auth_b).status_code == 202  # per integration
+        keys = Keys(settings.key_prefix)
+        assert (
+            sum(r.xlen(keys.stream(s)) for s in range(settings.shards)) == 8
+        )  # nothing of the 429
+        time.sleep(1.6)
+        assert client.post(URL, json=events[:3], headers=auth_a).status_code == 202

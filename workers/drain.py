@@ -10,7 +10,9 @@ from typing import Any
 
 from redis import Redis
 
+from app.freshchat import observe
 from app.jobs import enqueue_apply_event, enqueue_drain
+from app.keys import Keys
 from app.settings import Settings, load_settings
 from workers.applier import Applier
 from workers.groups import GroupResolver
@@ -26,10 +28,24 @@ class GroupNameUnavailable(Exception):
     """Freshchat could not name the event's group yet; requeue later."""
 
 
+_call_counter: list[tuple[Redis, str]] = []
+
+
+def _count_call(operation: str, outcome: str) -> None:
+    # Workers are separate processes: the count lives in Redis, and /metrics reads it.
+    if operation == "group":
+        for redis, key in _call_counter:
+            redis.hincrby(key, outcome, 1)
+
+
+observe(_count_call)
+
+
 @cache
 def _context() -> tuple[Settings, Redis, Applier, GroupResolver]:
     settings = load_settings()
     redis = Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    _call_counter[:] = [(redis, Keys(settings.key_prefix).freshchat_calls())]
     return settings, redis, Applier(redis, settings), GroupResolver(redis, settings)
 
 

@@ -1,25 +1,81 @@
-"""Resolve group ids the events did not name, via Freshchat, into the integration's map (§5)."""
+"""Resolve group ids the events did not name, via Freshchat, into the integration's map (§5).
+
+The group map (`Keys.groups`) is the cache, shared by every worker process:
+- positive: the name, kept for good (events that carry the name write it there too);
+- negative: `"\\0<expiry unix s>"` after a 404 (or for a deleted/unknown integration); the
+  apply script counts the chat in Undefined_Queue until the expiry, then asks again.
+
+Calls are bounded: one call per unknown (integration, group id), however many events,
+batches or worker processes need it (a short Redis lock per pair, and the map is checked
+again under the lock); at most MAX_CALLS_PER_MINUTE per integration; and while Freshchat
+fails for an integration (429, 5xx, network, 401/403) no call is made for it until the
+retry time kept in Redis (`Retry-After` when given, else exponential backoff up to 5 min).
+Events that wait for a name stay in the stream, so nothing is lost or guessed meanwhile.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
 
 import httpx
 import orjson
 from redis import Redis
 
 from app.errors import AppError
-from app.freshchat import TIMEOUT, fetch_group
+from app.freshchat import GROUP_TIMEOUT, GroupAnswer, fetch_group
 from app.integrations import decrypt_secret
 from app.keys import Keys
 from app.settings import Settings
 
 log = logging.getLogger("injixo.groups")
-NEGATIVE_TTL_S = 3600
+
+NEGATIVE_TTL_S = 3600  # a 404 sends the group's chats to Undefined_Queue for an hour
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 300.0
+RETRY_AFTER_MAX_S = 3600.0  # a larger Retry-After is taken as an hour
+LOCK_TTL_MS = 30_000  # longer than one lookup can take with GROUP_TIMEOUT
+MAX_CALLS_PER_MINUTE = 120  # per integration, across all workers
+RESOLVE_BUDGET_S = 5.0  # start no new lookup after this long in one resolve() call
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class _Step(Enum):
+    LEARNT = "learnt"  # the map now answers for this group id
+    BLOCKED = "blocked"  # no more calls for this integration in this resolve()
+    SKIPPED = "skipped"  # another worker is asking Freshchat for this id right now
+
+
+def _client() -> httpx.Client:
+    return httpx.Client(timeout=GROUP_TIMEOUT, follow_redirects=False)
+
+
+def negative_marker(now: float) -> str:
+    """Map value for "Freshchat has no such group": Undefined_Queue until the expiry."""
+    return "\0" + str(int(now) + NEGATIVE_TTL_S)
+
+
+def usable(value: bytes | str | None, now: float) -> bool:
+    """Whether the apply script will take this map value as it is (name or live marker)."""
+    if value is None:
+        return False
+    raw = value.encode() if isinstance(value, str) else value
+    if not raw.startswith(b"\0"):
+        return True
+    try:
+        return int(raw[1:]) > int(now)
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -28,47 +84,152 @@ class GroupResolver:
 
     redis: Redis
     settings: Settings
-    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=TIMEOUT))
-    retry_at: dict[str, float] = field(default_factory=dict)
-    delay: dict[str, float] = field(default_factory=dict)
+    client: httpx.Client = field(default_factory=_client)
+    clock: Callable[[], float] = time.time
+    budget_s: float = RESOLVE_BUDGET_S
+
+    def __post_init__(self) -> None:
+        self.keys = Keys(self.settings.key_prefix)
+        self._release = self.redis.register_script(_RELEASE)
+
+    # Key names (shard-local, next to the group map).
+    def lock_key(self, shard: int, iid: str, gid: str) -> str:
+        """String with a lease: one worker is asking Freshchat for this group id."""
+        return f"{self.keys.shard_prefix(shard)}gl:{iid}:{gid}"
+
+    def backoff_key(self, shard: int, iid: str) -> str:
+        """Hash `at` (retry-at unix s), `d` (last delay s), `fp` (key/domain fingerprint)."""
+        return f"{self.keys.shard_prefix(shard)}fb:{iid}"
+
+    def rate_key(self, shard: int, iid: str, minute: int) -> str:
+        """Counter of calls for one integration in one minute."""
+        return f"{self.keys.shard_prefix(shard)}fq:{iid}:{minute}"
 
     def resolve(self, shard: int, needs: list[tuple[str, str]]) -> bool:
         """Look up each (integration, group id); True if any name or 404 was learnt."""
-        keys = Keys(self.settings.key_prefix)
+        began = time.monotonic()
         learnt = False
-        for iid, gid in needs:
-            now = time.monotonic()
-            if self.retry_at.get(iid, 0.0) > now:
+        blocked: set[str] = set()
+        records: dict[str, dict[str, Any] | None] = {}
+        for n, (iid, gid) in enumerate(dict.fromkeys(needs)):
+            if iid in blocked:
                 continue
-            value = self._lookup(keys, iid, gid)
-            if value is None:
-                wait = min(self.delay.get(iid, BACKOFF_START_S / 2) * 2, BACKOFF_MAX_S)
-                self.delay[iid] = wait
-                self.retry_at[iid] = now + wait
-                continue
-            self.delay.pop(iid, None)
-            self.redis.hset(keys.groups(shard, iid), gid, value)
-            learnt = True
+            if n and time.monotonic() - began > self.budget_s:
+                log.info("shard %s: group lookups left for the next drain (time budget)", shard)
+                break
+            if iid not in records:
+                records[iid] = self._record(iid)
+            step = self._resolve_one(shard, iid, gid, records[iid])
+            if step is _Step.LEARNT:
+                learnt = True
+            elif step is _Step.BLOCKED:
+                blocked.add(iid)
         return learnt
 
-    def _lookup(self, keys: Keys, iid: str, gid: str) -> str | None:
-        """The map value to store (name, or negative marker), or None to retry later."""
-        raw = self.redis.hget(keys.integrations(), iid)
-        negative = "\0" + str(int(time.time()) + NEGATIVE_TTL_S)
+    def _record(self, iid: str) -> dict[str, Any] | None:
+        raw = self.redis.hget(self.keys.integrations(), iid)
         if raw is None:
-            return negative
-        record = orjson.loads(raw)
-        try:
-            api_key = decrypt_secret(self.settings, record["freshchat_api_key_enc"])
-        except AppError:
-            log.error("integration %s: Freshchat key cannot be decrypted", iid)
             return None
-        answer = fetch_group(self.client, record["freshchat_domain"], api_key, gid)
-        log.info("integration %s: group lookup %s", iid, answer.outcome)
+        record: dict[str, Any] = orjson.loads(raw)
+        return record
+
+    def _resolve_one(self, shard: int, iid: str, gid: str, record: dict[str, Any] | None) -> _Step:
+        groups = self.keys.groups(shard, iid)
+        if usable(self.redis.hget(groups, gid), self.clock()):
+            return _Step.LEARNT  # another worker (or an event) named it meanwhile
+        if record is None or record.get("status") == "deleted":
+            self.redis.hset(groups, gid, negative_marker(self.clock()))
+            return _Step.LEARNT
+        fingerprint = _fingerprint(record)
+        if self._backing_off(shard, iid, fingerprint):
+            return _Step.BLOCKED
+        token = secrets.token_hex(8)
+        lock = self.lock_key(shard, iid, gid)
+        if not self.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
+            return _Step.SKIPPED
+        try:
+            if usable(self.redis.hget(groups, gid), self.clock()):
+                return _Step.LEARNT
+            if not self._within_rate(shard, iid):
+                log.warning("integration %s: group lookups over %s/min", iid, MAX_CALLS_PER_MINUTE)
+                return _Step.BLOCKED
+            try:
+                api_key = decrypt_secret(self.settings, record["freshchat_api_key_enc"])
+            except AppError:
+                log.error("integration %s: Freshchat API key cannot be decrypted", iid)
+                self._back_off(shard, iid, fingerprint, None, "undecryptable key")
+                return _Step.BLOCKED
+            answer = fetch_group(self.client, record["freshchat_domain"], api_key, gid)
+            return self._store(shard, iid, gid, fingerprint, answer)
+        finally:
+            self._release(keys=[lock], args=[token])
+
+    def _store(
+        self, shard: int, iid: str, gid: str, fingerprint: str, answer: GroupAnswer
+    ) -> _Step:
+        groups = self.keys.groups(shard, iid)
         if answer.name is not None:
-            return answer.name
+            log.info("integration %s: group %s named by Freshchat", iid, gid)
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(groups, gid, answer.name)
+                pipe.delete(self.backoff_key(shard, iid))
+                pipe.execute()
+            return _Step.LEARNT
         if answer.missing:
-            return negative
-        if answer.retry_after:
-            self.retry_at[iid] = time.monotonic() + answer.retry_after
-        return None
+            log.info("integration %s: group %s unknown to Freshchat (Undefined_Queue)", iid, gid)
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(groups, gid, negative_marker(self.clock()))
+                pipe.delete(self.backoff_key(shard, iid))
+                pipe.execute()
+            return _Step.LEARNT
+        self._back_off(shard, iid, fingerprint, answer.retry_after, answer.outcome)
+        return _Step.BLOCKED
+
+    def _backing_off(self, shard: int, iid: str, fingerprint: str) -> bool:
+        at, fp = self.redis.hmget(self.backoff_key(shard, iid), ["at", "fp"])
+        if at is None or (fp is not None and _text(fp) != fingerprint):
+            return False  # no failure, or the admin changed the key/domain since
+        return float(at) > self.clock()
+
+    def _back_off(
+        self, shard: int, iid: str, fingerprint: str, retry_after: float | None, why: str
+    ) -> None:
+        """No calls for this integration until Retry-After, or an exponentially growing delay."""
+        key = self.backoff_key(shard, iid)
+        last, fp = self.redis.hmget(key, ["d", "fp"])
+        delay = BACKOFF_START_S
+        if last is not None and fp is not None and _text(fp) == fingerprint:
+            delay = min(float(last) * 2, BACKOFF_MAX_S)
+        # Never earlier than Freshchat asked (nor absurdly late), growing on repeated failures.
+        wait = max(min(retry_after or 0.0, RETRY_AFTER_MAX_S), delay)
+        now = self.clock()
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"at": repr(now + wait), "d": repr(delay), "fp": fingerprint})
+            # Kept past the retry time so that repeated failures keep growing the delay.
+            pipe.expire(key, int(wait + 2 * BACKOFF_MAX_S) + 1)
+            pipe.execute()
+        log.warning(
+            "integration %s: Freshchat group lookup failed (%s); next try in %.1f s",
+            iid,
+            why,
+            wait,
+        )
+
+    def _within_rate(self, shard: int, iid: str) -> bool:
+        minute = int(self.clock() // 60)
+        key = self.rate_key(shard, iid, minute)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            calls, _ = pipe.execute()
+        return int(calls) <= MAX_CALLS_PER_MINUTE
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _fingerprint(record: dict[str, Any]) -> str:
+    """Changes when the admin changes the Freshchat key or domain (then backoff starts over)."""
+    material = f"{record.get('freshchat_domain')}\n{record.get('freshchat_api_key_enc')}"
+    return hashlib.sha256(material.encode()).hexdigest()[:16]

@@ -1,0 +1,364 @@
+"""The admin web page without a browser: sign-in, CSRF, the add form's inline errors, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from app.admin import (
+    SESSION_COOKIE,
+    _safe_next,
+    auth_failures,
+    build_chart,
+    csrf_token,
+    health,
+    last_event_times,
+    new_session,
+    session_valid,
+)
+from app.counts import parse_query
+from app.keys import Keys
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import ADMIN
+from tests.factories import ADMIN_TOKEN, make_settings
+from tests.redis_server import RedisServer, free_port
+
+FORM = "/account/integrations/new/freshworks/freshchat"
+
+
+@pytest.fixture
+def page_settings(redis_server: RedisServer, r: redis.Redis) -> Settings:
+    """Insecure Freshchat hosts allowed, so a closed local port can stand for 'unreachable'."""
+    return make_settings(redis_server.url, freshchat_allow_insecure=True)
+
+
+@pytest.fixture
+def web(page_settings: Settings) -> Iterator[TestClient]:
+    """The app in-process; redirects are not followed so each step can be checked."""
+    with TestClient(create_app(page_settings), follow_redirects=False) as test_client:
+        yield test_client
+
+
+def hidden_csrf(text: str) -> str:
+    """The CSRF token of the first form on a page."""
+    found = re.search(r'name="csrf" value="([^"]+)"', text)
+    assert found, text
+    return found.group(1)
+
+
+def sign_in(web: TestClient) -> str:
+    """Sign in with the admin token; returns the page CSRF token."""
+    form = web.get("/signin")
+    assert form.status_code == 200
+    response = web.post("/signin", data={"token": ADMIN_TOKEN, "csrf": hidden_csrf(form.text)})
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/account/integrations"
+    page = web.get("/account/integrations")
+    assert page.status_code == 200
+    return hidden_csrf(page.text)
+
+
+def submit(web: TestClient, csrf: str, name: str, domain: str, key: str) -> str:
+    """Post the add form; returns the page text (unescaped)."""
+    response = web.post(
+        FORM,
+        data={"csrf": csrf, "name": name, "freshchat_domain": domain, "freshchat_api_key": key},
+    )
+    return f"{response.status_code}\n{html.unescape(response.text)}"
+
+
+def test_root_redirects_to_the_list_and_pages_need_a_session(web: TestClient) -> None:
+    assert web.get("/").headers["location"] == "/account/integrations"
+    for path in ("/account/integrations", "/account/integrations/new", FORM):
+        response = web.get(path)
+        assert response.status_code == 303
+        assert response.headers["location"].startswith("/signin?next=")
+    post = web.post(FORM, data={"name": "x"})
+    assert post.status_code == 303
+    assert post.headers["location"].startswith("/signin")
+
+
+def test_static_files_need_no_session(web: TestClient) -> None:
+    assert web.get("/static/admin.css").status_code == 200
+    assert web.get("/static/admin.js").status_code == 200
+
+
+def test_wrong_token_is_rejected_and_sets_no_session(web: TestClient) -> None:
+    form = web.get("/signin")
+    response = web.post("/signin", data={"token": "not-the-token", "csrf": hidden_csrf(form.text)})
+    assert response.status_code == 401
+    assert "not the admin token" in response.text
+    assert SESSION_COOKIE not in response.cookies
+    assert web.get("/account/integrations").status_code == 303
+
+
+def test_session_cookie_is_signed_httponly_strict_and_not_the_token(web: TestClient) -> None:
+    form = web.get("/signin")
+    response = web.post("/signin", data={"token": ADMIN_TOKEN, "csrf": hidden_csrf(form.text)})
+    header = response.headers["set-cookie"]
+    assert "httponly" in header.lower()
+    assert "samesite=strict" in header.lower()
+    assert "secure" not in header.lower()  # plain http here
+    assert ADMIN_TOKEN not in header
+    assert web.get("/account/integrations").status_code == 200
+
+
+def test_forged_or_expired_sessions_are_refused(page_settings: Settings) -> None:
+    good = new_session(page_settings)
+    assert session_valid(page_settings, good)
+    issued, signature = good.split(".")
+    assert not session_valid(page_settings, f"{int(issued) + 1}.{signature}")
+    assert not session_valid(page_settings, good, now=time.time() + 13 * 3600)
+    assert not session_valid(page_settings, "garbage")
+    other = make_settings(page_settings.redis_url, admin_token="another-admin-token-123456")
+    assert not session_valid(other, good)
+
+
+def test_signin_form_needs_its_csrf_token(web: TestClient) -> None:
+    web.get("/signin")
+    response = web.post("/signin", data={"token": ADMIN_TOKEN, "csrf": "forged"})
+    assert response.status_code == 403
+
+
+def test_signin_redirects_back_only_to_local_paths(web: TestClient) -> None:
+    form = web.get("/signin?next=//evil.example/x")
+    response = web.post(
+        "/signin",
+        data={"token": ADMIN_TOKEN, "csrf": hidden_csrf(form.text), "next": "https://evil.example"},
+    )
+    assert response.headers["location"] == "/account/integrations"
+    assert _safe_next("/\t/evil.example") == "/account/integrations"
+    assert _safe_next("/\\evil.example") == "/account/integrations"
+    assert _safe_next("/account/integrations/abc?day=2026-11-20") == (
+        "/account/integrations/abc?day=2026-11-20"
+    )
+
+
+def test_post_without_or_with_wrong_csrf_is_forbidden(web: TestClient) -> None:
+    csrf = sign_in(web)
+    body = {"name": "Acme", "freshchat_domain": "acme.freshchat.com", "freshchat_api_key": "k"}
+    assert web.post(FORM, data=body).status_code == 403
+    assert web.post(FORM, data={**body, "csrf": "0" * 64}).status_code == 403
+    assert web.post("/signout", data={}).status_code == 403
+    # Right token, but sent from another site.
+    cross = web.post(FORM, data={**body, "csrf": csrf}, headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 403
+    listed = web.get("/v1/integrations", headers=ADMIN).json()["integrations"]
+    assert listed == []
+
+
+def test_oversized_forms_are_refused_before_parsing(web: TestClient) -> None:
+    csrf = sign_in(web)
+    huge = {"csrf": csrf, "name": "x" * 70_000}
+    assert web.post(FORM, data=huge).status_code == 413
+    assert web.post("/signin", data={"token": "x" * 70_000}).status_code == 413
+
+
+def test_csrf_token_is_bound_to_the_session(page_settings: Settings) -> None:
+    one, two = new_session(page_settings, 1_000), new_session(page_settings, 2_000)
+    assert csrf_token(page_settings, one) != csrf_token(page_settings, two)
+
+
+def test_signout_ends_the_session(web: TestClient) -> None:
+    csrf = sign_in(web)
+    response = web.post("/signout", data={"csrf": csrf}, headers={"Origin": "http://testserver"})
+    assert response.status_code == 303
+    assert web.get("/account/integrations").status_code == 303
+
+
+def test_empty_list_shows_the_freshworks_tile_and_the_steps_lead_to_the_form(
+    web: TestClient,
+) -> None:
+    sign_in(web)
+    page = web.get("/account/integrations").text
+    assert "Freshworks" in page and "Select model" in page
+    assert "Account" in page and "Integrations" in page
+    models = web.get("/account/integrations/new").text
+    assert 'href="/account/integrations/new/freshworks"' in models
+    section = web.get("/account/integrations/new/freshworks").text
+    assert "Freshchat" in section and f'href="{FORM}"' in section
+    form = web.get(FORM)
+    assert 'placeholder="example.freshchat.com"' in form.text
+    assert 'type="password"' in form.text and "Save integration" in form.text
+    assert form.headers["cache-control"] == "no-store"
+    assert "default-src 'none'" in form.headers["content-security-policy"]
+
+
+def test_bad_domain_is_an_inline_error_keeping_name_and_domain(web: TestClient) -> None:
+    csrf = sign_in(web)
+    text = submit(web, csrf, "Acme", "not a domain", "secret-freshchat-key-1")
+    assert text.startswith("400")
+    assert "is not a Freshchat domain" in text
+    assert 'aria-describedby="freshchat_domain-hint freshchat_domain-error"' in text
+    assert 'value="Acme"' in text and 'value="not a domain"' in text
+    assert "secret-freshchat-key-1" not in text
+
+
+def test_duplicate_name_is_an_inline_error(web: TestClient) -> None:
+    csrf = sign_in(web)
+    created = web.post(
+        "/v1/integrations",
+        headers=ADMIN,
+        json={
+            "name": "Acme",
+            "freshchat_domain": "acme.freshchat.com",
+            "freshchat_api_key": "k",
+            "verify": False,
+        },
+    )
+    assert created.status_code == 201
+    text = submit(web, csrf, " acme ", "other.freshchat.com", "secret-freshchat-key-2")
+    assert text.startswith("409")
+    assert "already exists" in text
+    assert 'id="name-error"' in text
+    assert "secret-freshchat-key-2" not in text
+
+
+def test_unreachable_freshchat_is_an_inline_error(web: TestClient) -> None:
+    csrf = sign_in(web)
+    closed = free_port()
+    text = submit(web, csrf, "Acme", f"http://127.0.0.1:{closed}", "secret-freshchat-key-3")
+    assert "could not reach freshchat" in text.lower()
+    assert 'id="freshchat_domain-error"' in text
+    assert web.get("/v1/integrations", headers=ADMIN).json()["integrations"] == []
+
+
+def test_missing_fields_are_inline_errors(web: TestClient) -> None:
+    csrf = sign_in(web)
+    text = submit(web, csrf, "   ", "", "")
+    assert text.startswith("400")
+    for field in ("name", "freshchat_domain", "freshchat_api_key"):
+        assert f'id="{field}-error"' in text
+
+
+def saved_integration(web: TestClient) -> str:
+    """An integration created through the API (no Freshchat check); returns its id."""
+    created = web.post(
+        "/v1/integrations",
+        headers=ADMIN,
+        json={
+            "name": "Acme <b>",
+            "freshchat_domain": "acme.freshchat.com",
+            "freshchat_api_key": "k",
+            "verify": False,
+        },
+    )
+    iid: str = created.json()["id"]
+    return iid
+
+
+def test_generated_key_is_shown_once_with_no_store(web: TestClient) -> None:
+    csrf = sign_in(web)
+    iid = saved_integration(web)
+    page = web.get(f"/account/integrations/{iid}")
+    assert "Install the injixo app" in page.text and "Acme &lt;b&gt;" in page.text
+    response = web.post(f"/account/integrations/{iid}/keys", data={"csrf": csrf})
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    found = re.search(r'id="new-key" type="text" readonly value="([^"]+)"', response.text)
+    assert found
+    key = found.group(1)
+    assert key.startswith("ijx_")
+    again = web.get(f"/account/integrations/{iid}")
+    assert key not in again.text
+    assert key[:12] in again.text  # the visible prefix is listed
+    # The key works for ingestion until it is revoked from the page.
+    keys = web.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]
+    revoke = web.post(
+        f"/account/integrations/{iid}/keys/{keys[0]['key_id']}/revoke", data={"csrf": csrf}
+    )
+    assert revoke.status_code == 303
+    after = web.get(revoke.headers["location"])
+    assert "was revoked" in after.text
+    keys = web.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]
+    assert keys[0]["revoked_at"] is not None
+
+
+def test_key_actions_need_csrf(web: TestClient) -> None:
+    sign_in(web)
+    iid = saved_integration(web)
+    assert web.post(f"/account/integrations/{iid}/keys", data={}).status_code == 403
+    keys = web.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]
+    assert keys == []
+
+
+def test_unknown_integration_is_a_404_page(web: TestClient) -> None:
+    sign_in(web)
+    assert web.get("/account/integrations/nosuchid00").status_code == 404
+
+
+def test_counts_view_rejects_bad_input_inline(web: TestClient) -> None:
+    sign_in(web)
+    iid = saved_integration(web)
+    bad_tz = web.get(f"/account/integrations/{iid}?day=2026-11-20&interval=30&tz=Mars/Olympus")
+    assert bad_tz.status_code == 200
+    assert "unknown time zone" in html.unescape(bad_tz.text).lower()
+    bad_day = web.get(f"/account/integrations/{iid}?day=yesterday")
+    assert "Choose a day" in bad_day.text
+    empty = web.get(f"/account/integrations/{iid}?day=2026-11-20")
+    assert "No contacts counted on 2026-11-20" in empty.text
+
+
+def test_status_helpers_read_the_hashes(web: TestClient, r: redis.Redis) -> None:
+    sign_in(web)
+    iid = saved_integration(web)
+    page = web.get("/account/integrations").text
+    assert "never" in page
+    r.hset("ifc:lastevent", iid, int(time.time()) - 60)
+    r.hset("ifc:authfail", iid, 7)
+    detail = web.get(f"/account/integrations/{iid}").text
+    assert '<dd id="auth-failures">7</dd>' in detail
+    assert '<dd id="last-event">never</dd>' not in detail
+    assert "Receiving events" in detail
+
+
+def test_last_event_and_auth_failure_helpers(page_settings: Settings) -> None:
+    from redis.asyncio import Redis
+
+    async def run() -> None:
+        client = Redis.from_url(page_settings.redis_url)
+        keys = Keys(page_settings.key_prefix)
+        try:
+            assert await last_event_times(client, keys) == {}
+            await client.hset(keys.prefix + ":lastevent", mapping={"a": "1700000000", "b": "x"})
+            await client.hset(keys.prefix + ":authfail", "a", 3)
+            assert await last_event_times(client, keys) == {"a": 1700000000}
+            assert await auth_failures(client, keys) == {"a": 3}
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_health_flags_silent_integrations() -> None:
+    now = 2_000_000_000.0
+    record = {"status": "active", "created_at": int(now) - 60}
+    assert health(record, None, 0, now).level == "waiting"
+    assert health(record, None, 4, now).level == "warning"
+    assert health(record, int(now) - 30, 0, now).level == "ok"
+    assert health(record, int(now) - 3 * 86400, 0, now).level == "warning"
+    old = {"status": "active", "created_at": int(now) - 3 * 86400}
+    assert health(old, None, 0, now).level == "warning"
+    assert health({"status": "deleted"}, None, 0, now).level == "deleted"
+
+
+def test_chart_stacks_queues_per_interval() -> None:
+    query = parse_query("2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z", "60", None, None)
+    rows = [
+        {"interval_start": "2026-11-20T08:00:00Z", "queue": "Billing", "contacts": 1},
+        {"interval_start": "2026-11-20T08:00:00Z", "queue": "Customer Support", "contacts": 3},
+    ]
+    chart = build_chart(rows, query)
+    assert len(chart["bars"]) == 2
+    assert [item["queue"] for item in chart["legend"]] == ["Billing", "Customer Support"]
+    heights = sorted(bar["h"] for bar in chart["bars"])
+    assert heights[1] == pytest.approx(3 * heights[0], rel=0.01)
+    assert chart["labels"][0]["text"] == "00:00"
