@@ -49,6 +49,8 @@ def is_stale(record: dict[str, Any], activity: Activity | None, now: float, afte
     if record.get("status") != "active":
         return False
     last = activity.last_event_at if activity else None
+    if last is None and activity is not None and activity.auth_failures > 0:
+        return True  # the app is installed and sending, but with a wrong or revoked key
     since = last if last is not None else int(record["created_at"])
     if now - since > after_s:
         return True

@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from app.activity import Activity, is_stale, read_activity
 from app.auth import token_matches
 from app.counts import INTERVALS, Query, parse_query, read_counts
 from app.domains import normalise_domain
@@ -54,7 +55,6 @@ TEMPLATES = Jinja2Templates(
 SESSION_COOKIE = "ijx_admin_session"
 SIGNIN_COOKIE = "ijx_admin_signin"
 SESSION_TTL_SECONDS = 12 * 3600
-STALE_AFTER_SECONDS = 24 * 3600  # default; a `stale_after_seconds` setting wins when present
 SIGNIN_FAILURE_DELAY = 0.3
 MAX_FIELD_CHARS = 4096
 MAX_FORM_BYTES = 64 * 1024
@@ -88,49 +88,6 @@ PALETTE = (
 # --- Status helpers (shared with the ingest side / metrics) ----------------------------
 
 
-def last_event_key(keys: Keys) -> str:
-    """Hash: integration id -> unix seconds of the last accepted event."""
-    return keys.prefix + ":lastevent"
-
-
-def auth_failure_key(keys: Keys) -> str:
-    """Hash: integration id -> number of rejected (401) ingestion attempts."""
-    return keys.prefix + ":authfail"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _number(value: bytes | str) -> int | None:
-    try:
-        return int(float(_text(value)))
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-async def last_event_times(redis: Redis, keys: Keys) -> dict[str, int]:
-    """Integration id -> unix seconds of the last event received (absent: never)."""
-    raw = await redis.hgetall(last_event_key(keys))
-    out: dict[str, int] = {}
-    for name, value in raw.items():
-        number = _number(value)
-        if number is not None:
-            out[_text(name)] = number
-    return out
-
-
-async def auth_failures(redis: Redis, keys: Keys) -> dict[str, int]:
-    """Integration id -> count of ingestion attempts rejected as unauthorised (absent: 0)."""
-    raw = await redis.hgetall(auth_failure_key(keys))
-    out: dict[str, int] = {}
-    for name, value in raw.items():
-        number = _number(value)
-        if number is not None:
-            out[_text(name)] = number
-    return out
-
-
 async def shard_backlog(redis: Redis, keys: Keys, shards: set[int]) -> dict[int, int]:
     """Shard -> pending (not yet counted) events in its stream."""
     ordered = sorted(shards)
@@ -156,25 +113,35 @@ def health(
     last_event: int | None,
     failures: int,
     now: float,
-    stale_after: int = STALE_AFTER_SECONDS,
+    stale_after: int = 24 * 3600,
+    last_failure_at: int | None = None,
 ) -> Health:
-    """Flag an integration whose app stopped sending, or that sees only auth failures (§8)."""
+    """Flag an integration whose app stopped sending, or that sees only auth failures (§8);
+    the decision is `app.activity.is_stale`, the same one the API and metrics use."""
     if record.get("status") == "deleted":
         return Health("deleted", "Deleted")
+    activity = Activity(last_event, failures, last_failure_at)
+    if not is_stale(record, activity, now, stale_after):
+        if last_event is None:
+            return Health("waiting", "Waiting for the first event")
+        return Health("ok", "Receiving events")
     hours = max(1, round(stale_after / 3600))
     if last_event is None:
         if failures:
             return Health(
-                "warning",
-                "Only rejected requests so far: check the injixo API key in the app",
+                "warning", "Only rejected requests so far: check the injixo API key in the app"
             )
-        if now - int(record.get("created_at", now)) > stale_after:
-            return Health("warning", f"No events received in the {hours} h since setup")
-        return Health("waiting", "Waiting for the first event")
-    if now - last_event > stale_after:
-        more = " (and rejected requests since)" if failures else ""
-        return Health("warning", f"No events for more than {hours} h{more}")
-    return Health("ok", "Receiving events")
+        return Health("warning", f"No events received in the {hours} h since setup")
+    if (
+        last_failure_at is not None
+        and last_failure_at > last_event
+        and now - last_event <= stale_after
+    ):
+        return Health(
+            "warning", "Only rejected requests lately: check the injixo API key in the app"
+        )
+    more = " (and rejected requests since)" if failures else ""
+    return Health("warning", f"No events for more than {hours} h{more}")
 
 
 # --- Sessions and CSRF -----------------------------------------------------------------
@@ -408,26 +375,26 @@ async def signout(request: Request) -> Response:
 # --- Integrations list and the add flow -----------------------------------------------
 
 
-def _stale_after(settings: Settings) -> int:
-    return int(getattr(settings, "stale_after_seconds", STALE_AFTER_SECONDS))
-
-
 async def _statuses(page: Page, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    lasts = await last_event_times(page.redis, page.keys)
-    fails = await auth_failures(page.redis, page.keys)
+    activity = await read_activity(page.redis, page.keys)
     backlog = await shard_backlog(page.redis, page.keys, {int(r["shard"]) for r in records})
     now = time.time()
     out = []
     for record in records:
         iid = record["id"]
-        last, failures = lasts.get(iid), fails.get(iid, 0)
+        act = activity.get(iid)
+        last = act.last_event_at if act else None
+        failures = act.auth_failures if act else 0
+        failed_at = act.last_auth_failure_at if act else None
         out.append(
             {
                 "record": record,
                 "last_event": last,
                 "auth_failures": failures,
                 "pending_shard": backlog.get(int(record["shard"]), 0),
-                "health": health(record, last, failures, now, _stale_after(page.settings)),
+                "health": health(
+                    record, last, failures, now, page.settings.stale_after_seconds, failed_at
+                ),
             }
         )
     return out

@@ -12,14 +12,13 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from app.activity import Activity, read_activity
 from app.admin import (
     SESSION_COOKIE,
     _safe_next,
-    auth_failures,
     build_chart,
     csrf_token,
     health,
-    last_event_times,
     new_session,
     session_valid,
 )
@@ -320,18 +319,18 @@ def test_status_helpers_read_the_hashes(web: TestClient, r: redis.Redis) -> None
     assert "Receiving events" in detail
 
 
-def test_last_event_and_auth_failure_helpers(page_settings: Settings) -> None:
+def test_activity_reader(page_settings: Settings) -> None:
     from redis.asyncio import Redis
 
     async def run() -> None:
         client = Redis.from_url(page_settings.redis_url)
         keys = Keys(page_settings.key_prefix)
         try:
-            assert await last_event_times(client, keys) == {}
-            await client.hset(keys.prefix + ":lastevent", mapping={"a": "1700000000", "b": "x"})
-            await client.hset(keys.prefix + ":authfail", "a", 3)
-            assert await last_event_times(client, keys) == {"a": 1700000000}
-            assert await auth_failures(client, keys) == {"a": 3}
+            assert await read_activity(client, keys) == {}
+            await client.hset(keys.last_event(), mapping={"a": "1700000000", "b": "x"})
+            await client.hset(keys.auth_failures(), "a", 3)
+            found = await read_activity(client, keys)
+            assert found == {"a": Activity(1700000000, 3, None)}
         finally:
             await client.aclose()
 

@@ -8,17 +8,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis
 
 from app.keys import Keys
 from app.settings import Settings
 from tests.e2e.processes import Process, Web, wait_for
-from tests.factories import ADMIN_TOKEN, READER_TOKEN, at, conv_event
+from tests.factories import ADMIN_TOKEN, IPARAMS_MARKER, READER_TOKEN, at, conv_event
 from tests.test_apply import WORKED_EXAMPLE_COUNTS, worked_example
 
 pytestmark = pytest.mark.e2e
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+FRESHCHAT_KEY = "fc-SECRET-e2e-5b1d"
 READER = {"Authorization": f"Bearer {READER_TOKEN}"}
 
 
@@ -75,6 +77,22 @@ def test_worked_example_over_http(settings: Settings, r: redis.Redis) -> None:
     finally:
         worker.stop()
         web.stop()
+    # Structured logs: one JSON line per request and per batch, and never a secret.
+    web_lines = [orjson.loads(line) for line in web.output().splitlines() if line.startswith("{")]
+    requests = [
+        x for x in web_lines if x["msg"] == "request" and x["path"] == "/v1/freshchat/events"
+    ]
+    assert len(requests) == len(deliveries) + 1 and all(x["status"] == 202 for x in requests)
+    assert {x.get("integration") for x in requests} == {iid}
+    worker_lines = [
+        orjson.loads(line) for line in worker.output().splitlines() if line.startswith("{")
+    ]
+    assert sum(x.get("applied", 0) for x in worker_lines if x["msg"] == "batch") == 2 * len(
+        deliveries
+    )
+    for output in (web.output(), worker.output()):
+        for secret in (key, FRESHCHAT_KEY, IPARAMS_MARKER, ADMIN_TOKEN):
+            assert secret not in output
 
 
 def random_history(rng: random.Random, chat: str) -> list[dict[str, Any]]:
