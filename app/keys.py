@@ -92,6 +92,18 @@ class Keys:
         """Hash: Freshchat group id -> name (or a negative-cache marker)."""
         return f"{self.shard_prefix(shard)}g:{integration_id}"
 
+    def group_lock(self, shard: int, integration_id: str, group_id: str) -> str:
+        """String with a lease: one worker is asking Freshchat for this group id."""
+        return f"{self.shard_prefix(shard)}gl:{integration_id}:{group_id}"
+
+    def group_backoff(self, shard: int, integration_id: str) -> str:
+        """Hash `at` (retry-at unix s), `d` (last delay s), `fp` (key/domain fingerprint)."""
+        return f"{self.shard_prefix(shard)}fb:{integration_id}"
+
+    def group_calls(self, shard: int, integration_id: str, minute: int) -> str:
+        """Counter of Freshchat group lookups for one integration in one minute."""
+        return f"{self.shard_prefix(shard)}fq:{integration_id}:{minute}"
+
     def queue_names(self, shard: int, integration_id: str) -> str:
         """Hash: queue id -> queue name (and `#` -> last id handed out)."""
         return f"{self.shard_prefix(shard)}qi:{integration_id}"

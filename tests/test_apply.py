@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -198,3 +199,24 @@ def test_any_order_and_duplicates_give_the_same_counts(
     store(r, settings, IID, SHARD, [payloads[i] for i in order[split:]])
     apply_all(r, settings, SHARD, batch=batch)
     assert counts(r, settings, IID, SHARD) == expected
+
+
+def test_freshchat_names_count_at_once_and_ask_for_a_refresh_when_expired(
+    r: redis.Redis, settings: Settings
+) -> None:
+    groups = Keys(settings.key_prefix).groups(SHARD, IID)
+    now = int(time.time())
+    r.hset(groups, mapping={"g8": f"\1{now + 60}\1Fresh", "g9": f"\1{now - 60}\1Old"})
+    store(
+        r, settings, IID, SHARD,
+        [
+            conv_event("a", "resolved", at("2026-11-23T08:05"), None, group_id_only="g8"),
+            conv_event("b", "resolved", at("2026-11-23T08:05"), None, group_id_only="g9"),
+        ],
+    )  # fmt: skip
+    result = Applier(r, settings).apply(SHARD)
+    assert result.applied == 2 and result.needs == [(IID, "g9")]
+    assert counts(r, settings, IID, SHARD) == {
+        ("2026-11-23T08:00Z", "Fresh"): 1,
+        ("2026-11-23T08:00Z", "Old"): 1,
+    }

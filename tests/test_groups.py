@@ -96,12 +96,17 @@ def integrations_call(settings: Settings, method: str, *args: Any) -> Any:
 
 
 def group_map(r: redis.Redis, settings: Settings, shard: int, iid: str) -> dict[str, bytes]:
+    """Group id -> name (a Freshchat entry's expiry stripped) or the negative marker."""
     raw = r.hgetall(Keys(settings.key_prefix).groups(shard, iid))
-    return {text(k): v.encode() if isinstance(v, str) else v for k, v in raw.items()}
+    out = {}
+    for k, v in raw.items():
+        value = v.encode() if isinstance(v, str) else v
+        out[text(k)] = value.split(b"\1")[-1] if value.startswith(b"\1") else value
+    return out
 
 
 def backoff(r: redis.Redis, resolver: GroupResolver, shard: int, iid: str) -> dict[str, str]:
-    raw = r.hgetall(resolver.backoff_key(shard, iid))
+    raw = r.hgetall(resolver.keys.group_backoff(shard, iid))
     return {text(k): text(v) for k, v in raw.items()}
 
 
@@ -123,7 +128,24 @@ def test_hit_writes_the_name_once(
     # Positive cache: asking again makes no call.
     assert resolver.resolve(shard, [(iid, "g1")]) is True
     assert len(fc.requests) == 1
-    assert r.exists(resolver.lock_key(shard, iid, "g1")) == 0
+    assert r.exists(resolver.keys.group_lock(shard, iid, "g1")) == 0
+
+
+def test_a_name_from_freshchat_is_refreshed_after_its_ttl(
+    r: redis.Redis, settings: Settings, fc: FreshchatStandIn, resolver: GroupResolver, clock: Clock
+) -> None:
+    iid, shard = add_integration(settings, fc.domain)
+    assert resolver.resolve(shard, [(iid, "g1")]) is True
+    raw = r.hget(Keys(settings.key_prefix).groups(shard, iid), "g1")
+    assert raw == f"\1{int(T0) + groups.POSITIVE_TTL_S}\1Customer Support".encode()
+    fc.script.groups["g1"] = "Customer Care"  # renamed in Freshchat
+    clock.now += groups.POSITIVE_TTL_S - 1
+    assert resolver.resolve(shard, [(iid, "g1")]) is True  # still fresh: no call
+    assert len(fc.group_gets("g1")) == 1
+    clock.now += 2
+    assert resolver.resolve(shard, [(iid, "g1")]) is True
+    assert group_map(r, settings, shard, iid) == {"g1": b"Customer Care"}
+    assert len(fc.group_gets("g1")) == 2
 
 
 def test_miss_writes_a_negative_marker_that_expires(
@@ -221,7 +243,7 @@ def test_5xx_backs_off_exponentially_then_recovers(
     assert calls_at == [0, 1, 3, 7, 15, 31, 63, 127]  # delays 1, 2, 4, ... seconds
     assert group_map(r, settings, shard, iid) == {}
     # The delay is capped at five minutes.
-    r.hset(resolver.backoff_key(shard, iid), mapping={"at": "0", "d": "300"})
+    r.hset(resolver.keys.group_backoff(shard, iid), mapping={"at": "0", "d": "300"})
     resolver.resolve(shard, need)
     state = backoff(r, resolver, shard, iid)
     assert float(state["d"]) == groups.BACKOFF_MAX_S
@@ -323,10 +345,10 @@ def test_a_lookup_in_flight_elsewhere_is_not_repeated(
     r: redis.Redis, settings: Settings, fc: FreshchatStandIn, resolver: GroupResolver
 ) -> None:
     iid, shard = add_integration(settings, fc.domain)
-    r.set(resolver.lock_key(shard, iid, "g1"), "other-worker", px=5000)
+    r.set(resolver.keys.group_lock(shard, iid, "g1"), "other-worker", px=5000)
     assert resolver.resolve(shard, [(iid, "g1"), (iid, "g2")]) is True  # g2 learnt
     assert [q.path for q in fc.requests] == ["/v2/groups/g2"]
-    assert r.get(resolver.lock_key(shard, iid, "g1")) == b"other-worker"  # not ours to drop
+    assert r.get(resolver.keys.group_lock(shard, iid, "g1")) == b"other-worker"  # not ours to drop
 
 
 def test_concurrent_workers_make_one_call(
@@ -487,7 +509,7 @@ def test_events_wait_while_freshchat_is_down(
         if standin is not None:
             assert len(standin.requests) == 1  # ...and no storm: the integration waits
         resolver = workers.drain._context()[3]
-        retry_at = float(r.hget(resolver.backoff_key(shard, iid), "at") or 0)
+        retry_at = float(r.hget(resolver.keys.group_backoff(shard, iid), "at") or 0)
         assert 0 < retry_at - time.time() <= groups.BACKOFF_START_S
         # A drain before the retry time changes nothing and asks nobody.
         workers.drain.drain(shard)

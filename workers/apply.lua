@@ -102,6 +102,17 @@ local function seen(iid, q, t)
   if not fl[2] or tonumber(fl[2]) < slot then redis.call('HSET', h, q .. ':l', slot) end
 end
 
+local needs, asked = {}, {}
+
+local function refresh(iid, gid)
+  local k = iid .. '\0' .. gid
+  if not asked[k] then
+    asked[k] = true
+    needs[#needs + 1] = iid
+    needs[#needs + 1] = gid
+  end
+end
+
 -- Returns nil when applied, or the group id whose name is needed first.
 local function apply(ev)
   local iid, chat, kind, t, gid, gname = ev[1], ev[2], ev[3], ev[4], ev[5], ev[6]
@@ -118,8 +129,13 @@ local function apply(ev)
     elseif gid ~= '' then
       local v = group_of(iid, gid)
       if not v then return gid end
-      if string.byte(v, 1) == 0 then -- negative cache entry: "\0<expiry unix s>"
+      local mark = string.byte(v, 1)
+      if mark == 0 then -- negative cache entry: "\0<expiry unix s>"
         if (tonumber(string.sub(v, 2)) or 0) <= now_s then return gid end
+      elseif mark == 1 then -- from Freshchat: "\1<expiry>\1<name>"; past expiry, refresh it
+        local expiry, name = string.match(v, '^\1(%d+)\1(.*)$')
+        qname = name or UNDEF
+        if (tonumber(expiry) or 0) <= now_s then refresh(iid, gid) end
       else
         qname = v
       end
@@ -155,13 +171,13 @@ local function valid(fields)
   if kind ~= 0 and kind ~= 1 and kind ~= 2 then return nil, 'bad kind' end
   if type(t) ~= 'number' or t <= 0 or t >= 8796093022208 or t ~= floor(t) then return nil, 'bad time' end
   if type(gid) ~= 'string' or type(gname) ~= 'string' then return nil, 'bad group' end
-  if string.byte(gname, 1) == 0 then return nil, 'bad group name' end
+  local first = string.byte(gname, 1)
+  if first == 0 or first == 1 then return nil, 'bad group name' end
   return ev, nil
 end
 
 local entries = redis.call('XRANGE', src, start, stop, 'COUNT', count)
-local done, needs, dead_ids = {}, {}, {}
-local asked = {}
+local done, dead_ids = {}, {}
 local applied, last = 0, ''
 
 for _, entry in ipairs(entries) do
@@ -177,12 +193,7 @@ for _, entry in ipairs(entries) do
   else
     local need = apply(ev)
     if need then
-      local k = ev[1] .. '\0' .. need
-      if not asked[k] then
-        asked[k] = true
-        needs[#needs + 1] = ev[1]
-        needs[#needs + 1] = need
-      end
+      refresh(ev[1], need)
     else
       applied = applied + 1
       done[#done + 1] = id

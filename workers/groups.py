@@ -1,7 +1,9 @@
 """Resolve group ids the events did not name, via Freshchat, into the integration's map (§5).
 
 The group map (`Keys.groups`) is the cache, shared by every worker process:
-- positive: the name, kept for good (events that carry the name write it there too);
+- positive: `"\\1<expiry>\\1<name>"` from Freshchat, used as is and refreshed after a day
+  (the stale name keeps counting while Freshchat is down); a name that events carry is
+  written plainly and kept;
 - negative: `"\\0<expiry unix s>"` after a 404 (or for a deleted/unknown integration); the
   apply script counts the chat in Undefined_Queue until the expiry, then asks again.
 
@@ -31,12 +33,13 @@ from redis import Redis
 from app.errors import AppError
 from app.freshchat import GROUP_TIMEOUT, GroupAnswer, fetch_group
 from app.integrations import decrypt_secret
-from app.keys import Keys
+from app.keys import Keys, text
 from app.settings import Settings
 
 log = logging.getLogger("injixo.groups")
 
 NEGATIVE_TTL_S = 3600  # a 404 sends the group's chats to Undefined_Queue for an hour
+POSITIVE_TTL_S = 24 * 3600  # a name from Freshchat is asked again (renames) after a day
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 300.0
 RETRY_AFTER_MAX_S = 3600.0  # a larger Retry-After is taken as an hour
@@ -65,15 +68,20 @@ def negative_marker(now: float) -> str:
     return "\0" + str(int(now) + NEGATIVE_TTL_S)
 
 
+def positive_entry(name: str, now: float) -> str:
+    """Map value for a name learnt from Freshchat: used as is, refreshed after the expiry."""
+    return f"\1{int(now) + POSITIVE_TTL_S}\1{name}"
+
+
 def usable(value: bytes | str | None, now: float) -> bool:
-    """Whether the apply script will take this map value as it is (name or live marker)."""
+    """Whether the map value needs no lookup (an event's name, or an unexpired entry)."""
     if value is None:
         return False
     raw = value.encode() if isinstance(value, str) else value
-    if not raw.startswith(b"\0"):
+    if not raw.startswith((b"\0", b"\1")):
         return True
     try:
-        return int(raw[1:]) > int(now)
+        return int(raw[1:].split(b"\1", 1)[0]) > int(now)
     except ValueError:
         return False
 
@@ -91,19 +99,6 @@ class GroupResolver:
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.key_prefix)
         self._release = self.redis.register_script(_RELEASE)
-
-    # Key names (shard-local, next to the group map).
-    def lock_key(self, shard: int, iid: str, gid: str) -> str:
-        """String with a lease: one worker is asking Freshchat for this group id."""
-        return f"{self.keys.shard_prefix(shard)}gl:{iid}:{gid}"
-
-    def backoff_key(self, shard: int, iid: str) -> str:
-        """Hash `at` (retry-at unix s), `d` (last delay s), `fp` (key/domain fingerprint)."""
-        return f"{self.keys.shard_prefix(shard)}fb:{iid}"
-
-    def rate_key(self, shard: int, iid: str, minute: int) -> str:
-        """Counter of calls for one integration in one minute."""
-        return f"{self.keys.shard_prefix(shard)}fq:{iid}:{minute}"
 
     def resolve(self, shard: int, needs: list[tuple[str, str]]) -> bool:
         """Look up each (integration, group id); True if any name or 404 was learnt."""
@@ -144,7 +139,7 @@ class GroupResolver:
         if self._backing_off(shard, iid, fingerprint):
             return _Step.BLOCKED
         token = secrets.token_hex(8)
-        lock = self.lock_key(shard, iid, gid)
+        lock = self.keys.group_lock(shard, iid, gid)
         if not self.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
             return _Step.SKIPPED
         try:
@@ -171,23 +166,23 @@ class GroupResolver:
         if answer.name is not None:
             log.info("integration %s: group %s named by Freshchat", iid, gid)
             with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(groups, gid, answer.name)
-                pipe.delete(self.backoff_key(shard, iid))
+                pipe.hset(groups, gid, positive_entry(answer.name, self.clock()))
+                pipe.delete(self.keys.group_backoff(shard, iid))
                 pipe.execute()
             return _Step.LEARNT
         if answer.missing:
             log.info("integration %s: group %s unknown to Freshchat (Undefined_Queue)", iid, gid)
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(groups, gid, negative_marker(self.clock()))
-                pipe.delete(self.backoff_key(shard, iid))
+                pipe.delete(self.keys.group_backoff(shard, iid))
                 pipe.execute()
             return _Step.LEARNT
         self._back_off(shard, iid, fingerprint, answer.retry_after, answer.outcome)
         return _Step.BLOCKED
 
     def _backing_off(self, shard: int, iid: str, fingerprint: str) -> bool:
-        at, fp = self.redis.hmget(self.backoff_key(shard, iid), ["at", "fp"])
-        if at is None or (fp is not None and _text(fp) != fingerprint):
+        at, fp = self.redis.hmget(self.keys.group_backoff(shard, iid), ["at", "fp"])
+        if at is None or (fp is not None and text(fp) != fingerprint):
             return False  # no failure, or the admin changed the key/domain since
         return float(at) > self.clock()
 
@@ -195,10 +190,10 @@ class GroupResolver:
         self, shard: int, iid: str, fingerprint: str, retry_after: float | None, why: str
     ) -> None:
         """No calls for this integration until Retry-After, or an exponentially growing delay."""
-        key = self.backoff_key(shard, iid)
+        key = self.keys.group_backoff(shard, iid)
         last, fp = self.redis.hmget(key, ["d", "fp"])
         delay = BACKOFF_START_S
-        if last is not None and fp is not None and _text(fp) == fingerprint:
+        if last is not None and fp is not None and text(fp) == fingerprint:
             delay = min(float(last) * 2, BACKOFF_MAX_S)
         # Never earlier than Freshchat asked (nor absurdly late), growing on repeated failures.
         wait = max(min(retry_after or 0.0, RETRY_AFTER_MAX_S), delay)
@@ -217,16 +212,12 @@ class GroupResolver:
 
     def _within_rate(self, shard: int, iid: str) -> bool:
         minute = int(self.clock() // 60)
-        key = self.rate_key(shard, iid, minute)
+        key = self.keys.group_calls(shard, iid, minute)
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.incr(key)
             pipe.expire(key, 120)
             calls, _ = pipe.execute()
         return int(calls) <= MAX_CALLS_PER_MINUTE
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _fingerprint(record: dict[str, Any]) -> str:
