@@ -10,11 +10,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 from cryptography.fernet import Fernet
+
+from app.scripts import EMBEDDED_ENV
 
 STATE_DIR = Path(".dev")
 
@@ -33,13 +37,36 @@ def _answers(url: str) -> bool:
         return False
 
 
+def start_embedded() -> tuple[Callable[[], None], str]:
+    """Fallback when there is no redis-server: fakeredis's TCP server in this process.
+
+    Pure Python from PyPI (with lupa for Lua), so it works wherever pip does; it keeps
+    nothing on disk, which is fine for trying the product and wrong for production.
+    """
+    from fakeredis import TcpFakeServer
+
+    port = free_port()
+    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    threading.Thread(target=server.serve_forever, name="embedded-redis", daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not _answers(url):
+        if time.monotonic() > deadline:
+            raise SystemExit("dev: the embedded Redis did not start")
+        time.sleep(0.05)
+    return stop, url
+
+
 def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A private redis-server with AOF in `directory`; returns the process and its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise SystemExit(
-            "dev: no redis-server on PATH and REDIS_URL does not answer; install redis"
-        )
+        raise SystemExit("dev: no redis-server on PATH")
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -84,11 +111,19 @@ def run_dev(port: int | None = None) -> int:
     env = dict(os.environ)
     procs: list[subprocess.Popen[bytes]] = []
     tmp: tempfile.TemporaryDirectory[str] | None = None
+    stop_embedded: Callable[[], None] | None = None
     url = env.get("REDIS_URL", "")
+    kind = "REDIS_URL"
     if not url or not _answers(url):
-        tmp = tempfile.TemporaryDirectory(prefix="injixo-dev-redis-")
-        redis_proc, url = start_redis(Path(tmp.name))
-        procs.append(redis_proc)
+        if shutil.which("redis-server"):
+            tmp = tempfile.TemporaryDirectory(prefix="injixo-dev-redis-")
+            redis_proc, url = start_redis(Path(tmp.name))
+            procs.append(redis_proc)
+            kind = "private redis-server"
+        else:
+            stop_embedded, url = start_embedded()
+            env[EMBEDDED_ENV] = "1"
+            kind = "embedded (fakeredis: no redis-server on PATH; nothing is kept on disk)"
         # A private Redis starts empty, so a fresh encryption key is fine.
         env.setdefault("ENCRYPTION_KEY", Fernet.generate_key().decode())
     env["REDIS_URL"] = url
@@ -112,9 +147,8 @@ def run_dev(port: int | None = None) -> int:
         base = f"http://127.0.0.1:{web_port}"
         print(f"injixo-freshchat dev\n  web:         {base}")
         print(f"  events:      {base}/v1/freshchat/events")
-        print(
-            f"  redis:       {url}\n  admin token: {env['ADMIN_TOKEN']}\nCtrl-C stops everything."
-        )
+        print(f"  redis:       {url} ({kind})\n  admin token: {env['ADMIN_TOKEN']}")
+        print("Ctrl-C stops everything.")
         sys.stdout.flush()
         while not stop["now"]:
             if any(p.poll() is not None for p in procs):
@@ -133,4 +167,6 @@ def run_dev(port: int | None = None) -> int:
                 proc.wait()
         if tmp is not None:
             tmp.cleanup()
+        if stop_embedded is not None:
+            stop_embedded()
     return 0

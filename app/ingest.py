@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -125,23 +124,24 @@ class GroupCommit:
         script = lua("app/lua/ingest.lua")
         while self.pending:
             batch, self.pending = self.pending, []
-            results = await self._attempt(script.sha, batch)
+            # The embedded dev server drops the connection on NOSCRIPT: send the source there.
+            first = script.source if script.embedded else None
+            results = await self._attempt(script.sha, batch, first)
             missing = [
                 i for i, r in zip(batch, results, strict=True) if isinstance(r, NoScriptError)
             ]
             if missing:
-                # Redis restarted or flushed its script cache: load once, retry just those.
-                with contextlib.suppress(RedisError):
-                    await self.redis.script_load(script.source)
-                again = await self._attempt(script.sha, missing)
+                # Redis restarted or flushed its script cache: EVAL the source for just those
+                # (which caches it again for the EVALSHAs that follow).
+                again = await self._attempt(script.sha, missing, script.source)
                 retried = dict(zip(map(id, missing), again, strict=True))
                 results = [retried.get(id(i), r) for i, r in zip(batch, results, strict=True)]
             for item, result in zip(batch, results, strict=True):
                 self._settle(item, result)
 
-    async def _attempt(self, sha: str, batch: list[_Pending]) -> list[Any]:
+    async def _attempt(self, sha: str, batch: list[_Pending], source: str | None) -> list[Any]:
         try:
-            return await self._run(sha, batch)
+            return await self._run(sha, batch, source)
         except RedisError as exc:
             return [exc] * len(batch)
 
@@ -154,10 +154,13 @@ class GroupCommit:
         else:
             item.future.set_result(result)
 
-    async def _run(self, sha: str, batch: list[_Pending]) -> list[Any]:
+    async def _run(self, sha: str, batch: list[_Pending], source: str | None) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
         for item in batch:
-            pipe.evalsha(sha, len(item.keys), *item.keys, *item.args)
+            if source is None:
+                pipe.evalsha(sha, len(item.keys), *item.keys, *item.args)
+            else:
+                pipe.eval(source, len(item.keys), *item.keys, *item.args)
         return list(await pipe.execute(raise_on_error=False))
 
 
@@ -257,8 +260,8 @@ class Ingest:
         lease_ms = int(s.drain_lease_seconds * 1000)
         args = [cred.key_hash, lease_ms, s.rate_limit_events_per_second, s.rate_limit_burst]
         try:
-            code, retry_after = await self.commit.call(keys, [*args, *encoded])
-            return int(code), int(retry_after)
+            code = int(await self.commit.call(keys, [*args, *encoded]))
+            return (-2, -code - 100) if code <= -100 else (code, 0)
         except RedisError as exc:
             log.warning("event not stored: %s", type(exc).__name__)
             raise Unavailable("events could not be stored, retry later", retry_after=2) from None

@@ -32,8 +32,13 @@ class Applier:
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.key_prefix)
-        self._apply = self.redis.register_script(lua("workers/apply.lua").source)
-        self._release = self.redis.register_script(lua("app/lua/release.lua").source)
+        apply_src, release_src = lua("workers/apply.lua").source, lua("app/lua/release.lua").source
+        self._apply = self.redis.register_script(apply_src)
+        self._release = self.redis.register_script(release_src)
+        # Loaded up front: EVALSHA then finds them (NOSCRIPT after a Redis restart is still
+        # handled by redis-py's Script, which loads and retries).
+        for source in (apply_src, release_src):
+            self.redis.script_load(source)
 
     def apply(
         self,

@@ -27,14 +27,16 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def test_dev_starts_everything_counts_an_event_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("redis_on_path", [True, False], ids=["redis-server", "embedded"])
+def test_dev_starts_everything_counts_an_event_and_stops_on_ctrl_c(
+    tmp_path: Path, redis_on_path: bool
+) -> None:
     port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "ADMIN_TOKEN", "ENCRYPTION_KEY")
-    }
+    secrets = ("REDIS_URL", "ADMIN_TOKEN", "ENCRYPTION_KEY")
+    env = {k: v for k, v in os.environ.items() if k not in secrets}
     env["PORT"] = str(port)
+    if not redis_on_path:
+        env["PATH"] = str(tmp_path)  # no redis-server here: dev falls back to the embedded one
     log = tmp_path / "dev.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -49,6 +51,7 @@ def test_dev_starts_everything_counts_an_event_and_stops_on_ctrl_c(tmp_path: Pat
         redis_url = re.search(r"redis:\s+(\S+)", text)
         assert token and redis_url and f"web:         {base}" in text
         assert redis_url.group(1) != "redis://127.0.0.1:6379/0"  # a private Redis was started
+        assert ("embedded" in text) is not redis_on_path
         admin = {"Authorization": f"Bearer {token.group(1)}"}
 
         def up() -> bool:
@@ -96,3 +99,4 @@ def test_dev_starts_everything_counts_an_event_and_stops_on_ctrl_c(tmp_path: Pat
     finally:
         if group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
