@@ -123,7 +123,8 @@ async def integration(request: Request) -> Response:
         return Response(status_code=204)
     if request.method == "PATCH":
         body = _json(await request.body(), IntegrationPatch)
-        changes = body.model_dump(exclude_unset=True, exclude={"verify"})
+        given = body.model_dump(exclude_unset=True, exclude={"verify"})
+        changes = {k: v for k, v in given.items() if v is not None}  # null = leave as is
         if not changes:
             raise BadRequest("nothing to change: give name, freshchat_domain or freshchat_api_key")
         record = await integrations.update(iid, changes, verify_api_key if body.verify else None)

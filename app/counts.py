@@ -38,7 +38,7 @@ def _zone(name: str | None) -> ZoneInfo | None:
         return None
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
         raise BadRequest(
             f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)"
         ) from None

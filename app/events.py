@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Annotated, Any
@@ -148,7 +149,8 @@ _TAGS = ("conversation-event", "other-event")
 
 def _kind_of(value: Any) -> str:
     name = value.get("event") if isinstance(value, dict) else getattr(value, "event", None)
-    return _TAGS[0] if name in CONVERSATION_EVENTS else _TAGS[1]
+    known = isinstance(name, str) and name in CONVERSATION_EVENTS  # `name` may be any JSON
+    return _TAGS[0] if known else _TAGS[1]
 
 
 AnyEvent = Annotated[
@@ -159,8 +161,10 @@ _single = TypeAdapter(AnyEvent)
 _batch = TypeAdapter(list[AnyEvent])
 
 
-class Compact(_Model):
-    """What one counted event becomes: small, with no payload left in it."""
+@dataclass(frozen=True, slots=True)
+class Compact:
+    """What one counted event becomes: small, with no payload left in it (a plain
+    dataclass: it is built from already-validated fields on the hot path)."""
 
     chat: str
     kind: Kind
@@ -211,6 +215,14 @@ def _new_status(changes: Changes | None) -> str | None:
     return None
 
 
+def _epoch_ms(moment: datetime) -> int:
+    """Epoch milliseconds; 0 (rejected as out of range) if not representable (year 1, -14:00)."""
+    try:
+        return round(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):
+        return 0
+
+
 def compact(event: ConversationEvent) -> Compact:
     """Reduce a conversation event to what §4 needs."""
     conv = event.data.conversation
@@ -226,14 +238,13 @@ def compact(event: ConversationEvent) -> Compact:
         kind, time_ms = Kind.DELETED, event.timestamp
     elif conv.status is not None and conv.status.strip().lower() == "resolved":
         kind = Kind.SOLVED
-        time_ms = (
-            round(conv.resolved_time.timestamp() * 1000) if conv.resolved_time else event.timestamp
-        )
+        time_ms = _epoch_ms(conv.resolved_time) if conv.resolved_time else event.timestamp
     else:
         kind, time_ms = Kind.OTHER, event.timestamp
     group = event.data.associations.group if event.data.associations else None
     group_id = conv.assigned_group_id or (group.id if group else None) or ""
-    group_name = (group.name or "") if group else ""
+    # NUL never occurs in a Freshchat name, and a leading one marks a negative cache entry.
+    group_name = (group.name or "").replace("\x00", "") if group else ""
     if group and group.id and conv.assigned_group_id and group.id != conv.assigned_group_id:
         group_name = ""  # the association describes another group than the one assigned
     return Compact(

@@ -6,16 +6,18 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from app.auth import bearer_token, hash_key
+from app.commit import GroupCommit, Write
 from app.errors import (
     AppError,
     BadRequest,
@@ -30,7 +32,6 @@ from app.jobs import enqueue_drain
 from app.keys import Keys, text
 from app.metrics import AUTH_FAILURES, count_accepted, count_rejected
 from app.schemas import Accepted
-from app.scripts import lua
 from app.settings import Settings
 
 log = logging.getLogger("injixo.ingest")
@@ -39,6 +40,12 @@ NEGATIVE_MAX = 10_000
 LAST_USED_EVERY_S = 60.0
 LAST_EVENT_EVERY_S = 10.0
 UNAUTHORIZED = "missing, unknown or revoked API key"
+
+
+@lru_cache(maxsize=4096)
+def _accepted_body(accepted: int, ignored: int) -> bytes:
+    """The 202 body; the same few pairs repeat, so it is rendered once each."""
+    return Accepted(accepted=accepted, ignored=ignored).model_dump_json().encode()
 
 
 @dataclass(frozen=True)
@@ -94,77 +101,6 @@ class KeyDirectory:
 
 
 @dataclass
-class _Pending:
-    keys: list[str]
-    args: list[Any]
-    future: asyncio.Future[Any]
-
-
-@dataclass
-class GroupCommit:
-    """Collects ingest-script calls from concurrent requests and sends them as one pipeline.
-
-    While one pipeline is in flight the next requests queue up, so batches grow with load
-    and an idle server adds no delay.
-    """
-
-    redis: Redis
-    pending: list[_Pending] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-
-    async def call(self, keys: list[str], args: list[Any]) -> Any:
-        """Run the ingest script with these keys and args; returns its result."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending.append(_Pending(keys, args, future))
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        script = lua("app/lua/ingest.lua")
-        while self.pending:
-            batch, self.pending = self.pending, []
-            # The embedded dev server drops the connection on NOSCRIPT: send the source there.
-            first = script.source if script.embedded else None
-            results = await self._attempt(script.sha, batch, first)
-            missing = [
-                i for i, r in zip(batch, results, strict=True) if isinstance(r, NoScriptError)
-            ]
-            if missing:
-                # Redis restarted or flushed its script cache: EVAL the source for just those
-                # (which caches it again for the EVALSHAs that follow).
-                again = await self._attempt(script.sha, missing, script.source)
-                retried = dict(zip(map(id, missing), again, strict=True))
-                results = [retried.get(id(i), r) for i, r in zip(batch, results, strict=True)]
-            for item, result in zip(batch, results, strict=True):
-                self._settle(item, result)
-
-    async def _attempt(self, sha: str, batch: list[_Pending], source: str | None) -> list[Any]:
-        try:
-            return await self._run(sha, batch, source)
-        except RedisError as exc:
-            return [exc] * len(batch)
-
-    @staticmethod
-    def _settle(item: _Pending, result: Any) -> None:
-        if item.future.done():
-            return
-        if isinstance(result, BaseException):
-            item.future.set_exception(result)
-        else:
-            item.future.set_result(result)
-
-    async def _run(self, sha: str, batch: list[_Pending], source: str | None) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for item in batch:
-            if source is None:
-                pipe.evalsha(sha, len(item.keys), *item.keys, *item.args)
-            else:
-                pipe.eval(source, len(item.keys), *item.keys, *item.args)
-        return list(await pipe.execute(raise_on_error=False))
-
-
-@dataclass
 class Ingest:
     """The ingestion endpoint and what it needs."""
 
@@ -173,7 +109,7 @@ class Ingest:
     sync_redis: SyncRedis
     keys: Keys
     directory: KeyDirectory
-    commit: GroupCommit
+    commit: GroupCommit = field(init=False)
     last_used: dict[str, float] = field(default_factory=dict)
     last_event: dict[str, float] = field(default_factory=dict)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -182,7 +118,13 @@ class Ingest:
     def build(cls, settings: Settings, redis: Redis, sync_redis: SyncRedis) -> Ingest:
         """Wire the pieces for one web process."""
         keys = Keys(settings.key_prefix)
-        return cls(settings, redis, sync_redis, keys, KeyDirectory(redis, keys), GroupCommit(redis))
+        return cls(settings, redis, sync_redis, keys, KeyDirectory(redis, keys))
+
+    def __post_init__(self) -> None:
+        self.commit = GroupCommit(self.redis, self.settings, self._on_schedule)
+
+    def _on_schedule(self, shard: int) -> None:
+        self._spawn(asyncio.to_thread(self._schedule, shard))
 
     async def endpoint(self, request: Request) -> Response:
         """Handle one POST; every failure is an AppError turned into JSON by the app."""
@@ -196,11 +138,7 @@ class Ingest:
             raise
         count_accepted(accepted, ignored)
         fields.update(accepted=accepted, ignored=ignored)
-        return Response(
-            Accepted(accepted=accepted, ignored=ignored).model_dump_json(),
-            status_code=202,
-            media_type="application/json",
-        )
+        return Response(_accepted_body(accepted, ignored), 202, media_type="application/json")
 
     async def _ingest(self, request: Request, fields: dict[str, Any]) -> tuple[int, int]:
         secret = bearer_token(request)
@@ -220,15 +158,13 @@ class Ingest:
         now_ms = int(time.time() * 1000)
         compacts, ignored = to_compacts(events, now_ms, self.settings.future_tolerance_seconds)
         encoded = [c.encode(cred.integration_id) for c in compacts]
-        result, retry_after = await self._store(cred, encoded)
-        if result == -2:
-            raise RateLimited("rate limit exceeded for this integration", retry_after=retry_after)
+        result = await self._store(cred, encoded)
+        if result <= -100:
+            raise RateLimited("rate limit exceeded for this integration", retry_after=-result - 100)
         if result < 0:
             AUTH_FAILURES.labels(cred.integration_id).inc()
             self._spawn(self._record_auth_failure(cred.integration_id))
             raise Unauthorized(UNAUTHORIZED)
-        if result == 1:
-            self._spawn(asyncio.to_thread(self._schedule, cred.shard))
         self._record_use(cred)
         return len(compacts), ignored
 
@@ -249,19 +185,10 @@ class Ingest:
             raise BadRequest("the client disconnected before the body was complete") from None
         return b"".join(chunks)
 
-    async def _store(self, cred: Credential, encoded: list[bytes]) -> tuple[int, int]:
-        keys = [
-            self.keys.active_keys(cred.shard, cred.integration_id),
-            self.keys.stream(cred.shard),
-            self.keys.drain_flag(cred.shard),
-            self.keys.rate_bucket(cred.shard, cred.integration_id),
-        ]
-        s = self.settings
-        lease_ms = int(s.drain_lease_seconds * 1000)
-        args = [cred.key_hash, lease_ms, s.rate_limit_events_per_second, s.rate_limit_burst]
+    async def _store(self, cred: Credential, encoded: list[bytes]) -> int:
+        write = Write(cred.shard, cred.integration_id, cred.key_hash, encoded)
         try:
-            code = int(await self.commit.call(keys, [*args, *encoded]))
-            return (-2, -code - 100) if code <= -100 else (code, 0)
+            return await self.commit.store(write)
         except RedisError as exc:
             log.warning("event not stored: %s", type(exc).__name__)
             raise Unavailable("events could not be stored, retry later", retry_after=2) from None

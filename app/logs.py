@@ -3,6 +3,7 @@ only fields the code puts in explicitly are written (no headers, bodies or query
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -44,6 +45,48 @@ def configure(level: str = "INFO") -> None:
 
 
 request_log = logging.getLogger("injixo.request")
+FLUSH_EVERY_S = 0.05
+
+
+class RequestLines:
+    """The per-request line, written as the `injixo.request` logger would, but buffered and
+    flushed every 50 ms: through `logging` each line cost about 10 µs of the hot path."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.flushing: asyncio.TimerHandle | None = None
+
+    def add(self, fields: dict[str, Any]) -> None:
+        """Queue one line (dropped when the logger is not enabled for INFO)."""
+        if not request_log.isEnabledFor(logging.INFO):
+            return
+        now = time.time()
+        record = {
+            "ts": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+            "level": "info",
+            "logger": request_log.name,
+            "msg": "request",
+            **fields,
+        }
+        self.lines.append(orjson.dumps(record, default=str))
+        if self.flushing is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self.flushing = loop.call_later(FLUSH_EVERY_S, self.flush)
+
+    def flush(self) -> None:
+        """Write what is queued."""
+        self.flushing = None
+        if self.lines:
+            lines, self.lines = self.lines, []
+            sys.stderr.write(b"\n".join(lines).decode() + "\n")
+            sys.stderr.flush()
+
+
+REQUEST_LINES = RequestLines()
 
 
 class RequestLog:
@@ -69,14 +112,12 @@ class RequestLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            fields = dict(scope.get("state", {}).get("log", {}))
-            request_log.info(
-                "request",
-                extra={
+            REQUEST_LINES.add(
+                {
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
                     "ms": round((time.perf_counter() - started) * 1000, 2),
-                    **fields,
-                },
+                    **scope.get("state", {}).get("log", {}),
+                }
             )

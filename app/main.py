@@ -21,7 +21,7 @@ from app.dashboard import dashboard_app
 from app.errors import AppError, Unauthorized, Unavailable
 from app.ingest import Ingest
 from app.integrations import Integrations
-from app.logs import RequestLog, configure
+from app.logs import REQUEST_LINES, RequestLog, configure
 from app.metrics import metrics
 from app.openapi import openapi
 from app.settings import Settings, load_settings
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            REQUEST_LINES.flush()
             await redis.aclose()
             sync_redis.close()
 

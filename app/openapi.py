@@ -186,6 +186,8 @@ def build() -> dict[str, Any]:
         "/readyz": {"get": _op("Redis reachable", ("200", None), ("503",), "")},
         "/metrics": {"get": _op("Prometheus metrics", ("200", None), (), "")},
     }
+    contacts_ok = paths["/v1/integrations/{iid}/contacts"]["get"]["responses"]["200"]
+    contacts_ok["content"]["text/csv"] = {"schema": {"type": "string"}}  # format=csv / Accept
     bearer = {"type": "http", "scheme": "bearer"}
     return {
         "openapi": "3.1.0",

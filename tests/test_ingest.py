@@ -215,3 +215,43 @@ def test_503_when_redis_refuses_writes() -> None:
             assert pending(admin, settings) == 2
     finally:
         server.stop()
+
+
+def test_group_commit_batches_requests_but_keeps_each_one_apart(redis_server: RedisServer) -> None:
+    """Many concurrent requests share one script call per shard; a revoked key or a rate
+    limit refuses only its own request, and every stored request is stored whole."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from app.commit import GroupCommit, Write
+    from app.keys import Keys
+
+    settings = make_settings(redis_server.url, rate_limit_events_per_second=1, rate_limit_burst=3)
+    keys = Keys(settings.key_prefix)
+    sync = redis_server.client()
+    sync.flushall()
+    for iid in ("aaaa", "bbbb"):
+        sync.hset(keys.active_keys(0, iid), f"hash-{iid}", "k")
+    scheduled: list[int] = []
+
+    async def run() -> list[int]:
+        client = Redis.from_url(settings.redis_url)
+        commit = GroupCommit(client, settings, scheduled.append)
+        writes = [
+            Write(0, "aaaa", "hash-aaaa", [b'["aaaa","c1",0,1,"",""]', b'["aaaa","c2",0,1,"",""]']),
+            Write(0, "bbbb", "hash-revoked", [b'["bbbb","c3",0,1,"",""]']),
+            Write(0, "aaaa", "hash-aaaa", [b'["aaaa","c4",0,1,"",""]', b'["aaaa","c5",0,1,"",""]']),
+            Write(0, "bbbb", "hash-bbbb", [b'["bbbb","c6",0,1,"",""]']),
+        ]
+        try:
+            return list(await asyncio.gather(*(commit.store(w) for w in writes)))
+        finally:
+            await client.aclose()
+
+    codes = asyncio.run(run())
+    assert codes[0] == 0 and codes[1] == -1 and codes[2] <= -101 and codes[3] == 0
+    entries: Any = sync.xrange(keys.stream(0))
+    stored = [orjson.loads(f[b"e"])[1] for _, f in entries]
+    assert stored == ["c1", "c2", "c6"]
+    assert scheduled == [0]
