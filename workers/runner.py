@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
+import time
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue, SimpleWorker
 
 from app.jobs import enqueue_drain
@@ -76,8 +79,33 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
         ).start()
     # SimpleWorker runs jobs in-process: a drain job is long and cheap to restart, so a
     # fork (or spawn) per job would only add latency (the architecture note's 9 events/s).
-    worker = DrainWorker([Queue(settings.rq_queue, connection=redis)], connection=redis)
+    worked = False
     try:
-        return bool(worker.work(burst=burst, logging_level=settings.log_level))
+        while True:
+            worker = DrainWorker([Queue(settings.rq_queue, connection=redis)], connection=redis)
+            try:
+                worked |= bool(worker.work(burst=burst, logging_level=settings.log_level))
+            except RedisConnectionError:  # RQ gives up when Redis goes away mid-loop
+                if burst:
+                    raise
+            if burst or worker._shutdown_requested_date is not None or _redis_up(redis):
+                return worked
+            log.warning("lost Redis; working again as soon as it answers")
+            _wait_for_redis(redis)
     finally:
         stop.set()
+
+
+def _redis_up(redis: Redis) -> bool:
+    try:
+        return bool(redis.ping())
+    except RedisConnectionError:
+        return False
+
+
+def _wait_for_redis(redis: Redis) -> None:
+    """Sleep until Redis answers; SIGTERM/SIGINT stop the process meanwhile (no job runs)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    while not _redis_up(redis):
+        time.sleep(0.5)
