@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -21,6 +20,7 @@ from app.dashboard import dashboard_app
 from app.errors import AppError, Unauthorized, Unavailable
 from app.ingest import Ingest
 from app.integrations import Integrations
+from app.jobs import rq_connection
 from app.logs import REQUEST_LINES, RequestLog, configure
 from app.metrics import metrics
 from app.openapi import openapi
@@ -76,9 +76,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        sync_redis = SyncRedis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
+        sync_redis = rq_connection(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         app.state.settings = settings
         app.state.redis = redis
         app.state.integrations = Integrations(redis, settings)

@@ -11,7 +11,7 @@ from typing import Any
 from redis import Redis
 
 from app.freshchat import observe
-from app.jobs import enqueue_apply_event, enqueue_drain
+from app.jobs import enqueue_apply_event, enqueue_drain, rq_connection
 from app.keys import Keys
 from app.settings import Settings, load_settings
 from workers.applier import Applier
@@ -44,7 +44,7 @@ observe(_count_call)
 @cache
 def _context() -> tuple[Settings, Redis, Applier, GroupResolver]:
     settings = load_settings()
-    redis = Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    redis = rq_connection(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
     _call_counter[:] = [(redis, Keys(settings.key_prefix).freshchat_calls())]
     return settings, redis, Applier(redis, settings), GroupResolver(redis, settings)
 

@@ -11,7 +11,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue, SimpleWorker
 
-from app.jobs import enqueue_drain
+from app.jobs import enqueue_drain, rq_connection
 from app.keys import Keys
 from app.logs import configure
 from app.settings import Settings
@@ -69,11 +69,11 @@ def _janitor(redis: Redis, settings: Settings, stop: threading.Event) -> None:
 def run_worker(settings: Settings, burst: bool = False) -> bool:
     """Work RQ jobs (burst: until nothing is pending, then return)."""
     configure(settings.log_level)
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    redis = rq_connection(settings.redis_url, socket_connect_timeout=5)
     schedule_pending(redis, settings, force=burst)
     stop = threading.Event()
     if not burst:
-        janitor_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        janitor_redis = rq_connection(settings.redis_url, socket_connect_timeout=5)
         threading.Thread(
             target=_janitor, args=(janitor_redis, settings, stop), name="janitor", daemon=True
         ).start()
