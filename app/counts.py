@@ -20,6 +20,8 @@ SLOTS_PER_DAY = 96
 MAX_RANGE = timedelta(days=31)
 INTERVALS = (15, 30, 60)
 UNDEFINED_QUEUE = "Undefined_Queue"
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ def _instant(label: str, value: str | None, zone: ZoneInfo | None) -> datetime:
         raise BadRequest(f"`{label}` is not an ISO 8601 time: {value!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone or UTC)
+    try:
+        in_range = EARLIEST <= parsed.astimezone(UTC) <= LATEST
+    except (OverflowError, ValueError):  # e.g. year 1 with a positive offset
+        in_range = False
+    if not in_range:
+        raise BadRequest(f"`{label}` must be between 1970 and 9999: {value!r}")
     return parsed
 
 

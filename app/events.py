@@ -115,16 +115,23 @@ def _timestamp_ms(value: Any) -> int:
                 raise ValueError("timestamp is not a number or an ISO 8601 time") from None
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            return round(parsed.timestamp() * 1000)
+            try:
+                return _in_range(parsed.timestamp() * 1000)
+            except (OverflowError, ValueError):
+                raise ValueError("timestamp is out of range") from None
         value = number
     if isinstance(value, int | float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError("timestamp must be finite")
-        ms = value if abs(value) >= MS_THRESHOLD else value * 1000
-        if ms <= 0 or ms >= 2**43:
-            raise ValueError("timestamp is out of range")
-        return round(ms)
+        return _in_range(value if abs(value) >= MS_THRESHOLD else value * 1000)
     raise ValueError("timestamp must be a number or an ISO 8601 string")
+
+
+def _in_range(ms: float) -> int:
+    """Epoch milliseconds after 1970 and below 2^43 (year 2248), rounded."""
+    if ms <= 0 or ms >= 2**43:
+        raise ValueError("timestamp is out of range")
+    return round(ms)
 
 
 TimestampMs = Annotated[int, BeforeValidator(_timestamp_ms)]

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from app.errors import AppError
 from app.events import Kind, parse_body, to_compacts
+from app.keys import text
 
 MAX_EVENTS = 500
 FUTURE_TOLERANCE_S = 86_400
@@ -82,10 +83,6 @@ def _job_redis() -> Redis:
     return Redis.from_url(os.environ["BENCH_REDIS_URL"], socket_timeout=30)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _slot_key(iid: str, time_ms: int, queue: str) -> tuple[str, str]:
     slot = time_ms // 900_000
     day = slot // 96
@@ -116,10 +113,10 @@ def naive_job(payload: dict[str, Any]) -> int:
                 queue = c.group_name
             elif c.group_id:
                 known = redis.hget(groups, c.group_id)
-                queue = _text(known) if known else UNDEFINED_QUEUE
+                queue = text(known) if known else UNDEFINED_QUEUE
         current = redis.get(ckey)
         if current is not None:
-            t_text, _, q_old = _text(current).partition("|")
+            t_text, _, q_old = text(current).partition("|")
             if (int(t_text), q_old) <= (c.time_ms, queue):
                 redis.pexpire(ckey, CHAT_TTL_MS)
                 continue

@@ -197,6 +197,8 @@ def test_counts_read_api_errors(client: TestClient) -> None:
 
     assert "`from` is required" in error("?to=2026-11-23T09:00:00Z")
     assert "ISO 8601" in error("?from=yesterday&to=2026-11-23T09:00:00Z")
+    assert "1970" in error("?from=0001-01-01T00:00:00.0%2B00:01&to=0001-01-01T00:00:00Z")
+    assert "1970" in error("?from=1969-12-31T00:00:00Z&to=1970-01-01T00:00:00Z")
     assert "interval" in error("?from=2026-11-23T08:00:00Z&to=2026-11-23T09:00:00Z&interval=20")
     assert "aligned" in error("?from=2026-11-23T08:10:00Z&to=2026-11-23T09:00:00Z")
     assert "aligned" in error("?from=2026-11-23T08:15:00Z&to=2026-11-23T09:00:00Z&interval=30")

@@ -29,6 +29,7 @@ def one(payload: dict[str, object]) -> ConversationEvent:
         ("2026-11-23T08:08:33Z", at("2026-11-23T08:08:33")),
         ("2026-11-23T09:08:33+01:00", at("2026-11-23T08:08:33")),
         ("2026-11-23T08:08:33", at("2026-11-23T08:08:33")),
+        ("1971-01-01T00:00:00Z", 365 * 86_400_000),
         ("1763885313.5", 1763885313500),
     ],
 )
@@ -38,7 +39,20 @@ def test_timestamp_units(stamp: object, expected: int) -> None:
     assert one(payload).timestamp == expected
 
 
-@pytest.mark.parametrize("stamp", ["yesterday", True, None, -5, float("1e300"), [], {}])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "yesterday",
+        True,
+        None,
+        -5,
+        float("1e300"),
+        [],
+        {},
+        "0001-01-01T00:00:00+14:00",
+        "1969-12-31T00:00:00Z",
+    ],
+)
 def test_bad_timestamp_names_the_field(stamp: object) -> None:
     payload = fixture("conversation_create")
     payload["timestamp"] = stamp

@@ -19,7 +19,7 @@ from redis.asyncio import Redis as AsyncRedis
 import workers.drain
 from app.events import Compact, Kind
 from app.integrations import Integrations
-from app.keys import Keys
+from app.keys import Keys, text
 from app.settings import Settings
 from tests.factories import at, env_for, make_settings
 from tests.freshchat_standin import FreshchatStandIn, refused_domain, running
@@ -108,10 +108,6 @@ def group_map(r: redis.Redis, settings: Settings, shard: int, iid: str) -> dict[
 def backoff(r: redis.Redis, resolver: GroupResolver, shard: int, iid: str) -> dict[str, str]:
     raw = r.hgetall(resolver.keys.group_backoff(shard, iid))
     return {text(k): text(v) for k, v in raw.items()}
-
-
-def text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 # The resolver on its own.
