@@ -34,6 +34,9 @@ class Write:
     future: asyncio.Future[int] = field(init=False)
 
 
+Call = list[list[Write]]  # one script call: the writes of one shard, grouped per API key
+
+
 @dataclass
 class GroupCommit:
     """Batches writes; `store` answers 0 (stored), -1 (key not active) or -(100 + s)."""
@@ -61,8 +64,8 @@ class GroupCommit:
             self.task = asyncio.create_task(self._flush())
         return await write.future
 
-    def _calls(self, batch: list[Write]) -> list[list[Write]]:
-        """Writes grouped per shard, each group capped in events."""
+    def _calls(self, batch: list[Write]) -> list[Call]:
+        """Writes grouped per shard (each call capped in events), then per API key."""
         by_shard: dict[int, list[list[Write]]] = defaultdict(lambda: [[]])
         sizes: dict[int, int] = defaultdict(int)
         for write in batch:
@@ -72,18 +75,32 @@ class GroupCommit:
                 sizes[write.shard] = 0
             groups[-1].append(write)
             sizes[write.shard] += len(write.events)
-        return [group for groups in by_shard.values() for group in groups]
+        calls = []
+        for groups in by_shard.values():
+            for group in groups:
+                per_key: dict[tuple[str, str], list[Write]] = {}
+                for write in group:
+                    per_key.setdefault((write.integration_id, write.key_hash), []).append(write)
+                calls.append(list(per_key.values()))
+        return calls
 
-    def _keys_args(self, call: list[Write]) -> tuple[list[str], list[Any]]:
-        shard = call[0].shard
+    def _keys_args(self, call: Call) -> tuple[list[str], list[Any]]:
+        shard = call[0][0].shard
         keys = [self.keys.stream(shard), self.keys.drain_flag(shard)]
-        args: list[Any] = list(self.head)
-        for w in call:
+        events: list[bytes] = []
+        args: list[Any] = [*self.head, b""]
+        for writes in call:
+            first = writes[0]
             keys += [
-                self.keys.active_keys(shard, w.integration_id),
-                self.keys.rate_bucket(shard, w.integration_id),
+                self.keys.active_keys(shard, first.integration_id),
+                self.keys.rate_bucket(shard, first.integration_id),
             ]
-            args += [w.key_hash, len(w.events), *w.events]
+            args += [first.key_hash, ",".join([str(len(w.events)) for w in writes])]
+            for w in writes:
+                events += w.events
+        if events:
+            events.append(b"")
+            args[len(self.head)] = b"\n".join(events)
         return keys, args
 
     async def _flush(self) -> None:
@@ -104,7 +121,7 @@ class GroupCommit:
             for call, result in zip(calls, results, strict=True):
                 self._settle(call, result)
 
-    async def _send(self, calls: list[list[Write]], sha: str, source: str | None) -> list[Any]:
+    async def _send(self, calls: list[Call], sha: str, source: str | None) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
         for call in calls:
             keys, args = self._keys_args(call)
@@ -117,15 +134,16 @@ class GroupCommit:
         except RedisError as exc:
             return [exc] * len(calls)
 
-    def _settle(self, call: list[Write], result: Any) -> None:
+    def _settle(self, call: Call, result: Any) -> None:
+        writes = [w for group in call for w in group]  # the order the script answers in
         if isinstance(result, BaseException):
-            for write in call:
+            for write in writes:
                 if not write.future.done():
                     write.future.set_exception(result)
             return
         *codes, schedule = result
-        for write, code in zip(call, codes, strict=True):
+        for write, code in zip(writes, codes, strict=True):
             if not write.future.done():
                 write.future.set_result(int(code))
         if schedule:
-            self.on_schedule(call[0].shard)
+            self.on_schedule(writes[0].shard)
