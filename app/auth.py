@@ -44,7 +44,11 @@ def generate_key() -> NewKey:
 
 def bearer_token(request: Request) -> str | None:
     """The token of an `Authorization: Bearer …` header, or None."""
-    header = request.headers.get("authorization", "")
+    return bearer_of(request.headers.get("authorization", ""))
+
+
+def bearer_of(header: str) -> str | None:
+    """The token of an `Authorization` header value if its scheme is Bearer, or None."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None

@@ -24,6 +24,15 @@ class AppError(Exception):
             out["detail"] = self.detail
         return out
 
+    def headers(self) -> dict[str, str]:
+        """Response headers this error calls for."""
+        headers: dict[str, str] = {}
+        if isinstance(self, Unauthorized):
+            headers["WWW-Authenticate"] = "Bearer"
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
 
 class ConfigError(AppError):
     """Settings are missing or invalid."""

@@ -13,10 +13,9 @@ import orjson
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from app.auth import bearer_token, hash_key
+from app.auth import bearer_of, hash_key
 from app.commit import GroupCommit, Write
 from app.errors import (
     AppError,
@@ -30,11 +29,13 @@ from app.errors import (
 from app.events import parse_body, to_compacts
 from app.jobs import enqueue_drain
 from app.keys import Keys, text
+from app.logs import LOGGED, REQUEST_LINES
 from app.metrics import AUTH_FAILURES, count_accepted, count_rejected
 from app.schemas import Accepted
 from app.settings import Settings
 
 log = logging.getLogger("injixo.ingest")
+EVENTS_PATH = "/v1/freshchat/events"
 NEGATIVE_TTL_S = 5.0
 NEGATIVE_MAX = 10_000
 LAST_USED_EVERY_S = 60.0
@@ -42,10 +43,37 @@ LAST_EVENT_EVERY_S = 10.0
 UNAUTHORIZED = "missing, unknown or revoked API key"
 
 
+_JSON = (b"content-type", b"application/json")
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
 @lru_cache(maxsize=4096)
-def _accepted_body(accepted: int, ignored: int) -> bytes:
-    """The 202 body; the same few pairs repeat, so it is rendered once each."""
-    return Accepted(accepted=accepted, ignored=ignored).model_dump_json().encode()
+def _accepted(accepted: int, ignored: int) -> tuple[Headers, bytes]:
+    """The 202 headers and body; the same few pairs repeat, so each is rendered once."""
+    body = Accepted(accepted=accepted, ignored=ignored).model_dump_json().encode()
+    return (_JSON, (b"content-length", str(len(body)).encode())), body
+
+
+def _error_parts(exc: AppError) -> tuple[int, Headers, bytes]:
+    body = orjson.dumps(exc.body())
+    extra = tuple((k.lower().encode(), v.encode()) for k, v in exc.headers().items())
+    return exc.status, (_JSON, (b"content-length", str(len(body)).encode()), *extra), body
+
+
+def _headers(scope: Scope) -> tuple[str, str, str]:
+    """Authorization, Content-Type and Content-Length (first of each; "" when absent)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in _WANTED and name not in found:
+            found[name] = value
+    return (
+        found.get(b"authorization", b"").decode("latin-1"),
+        found.get(b"content-type", b"").decode("latin-1"),
+        found.get(b"content-length", b"").decode("latin-1"),
+    )
+
+
+_WANTED = frozenset((b"authorization", b"content-type", b"content-length"))
 
 
 @dataclass(frozen=True)
@@ -126,22 +154,45 @@ class Ingest:
     def _on_schedule(self, shard: int) -> None:
         self._spawn(asyncio.to_thread(self._schedule, shard))
 
-    async def endpoint(self, request: Request) -> Response:
-        """Handle one POST; every failure is an AppError turned into JSON by the app."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The endpoint as a plain ASGI app: the hot path skips Starlette's request and
+        response objects and its middleware stack, so it maps its own errors to responses
+        and writes its own request line."""
+        started = time.perf_counter()
         fields: dict[str, Any] = {}
-        request.state.log = fields
         try:
-            accepted, ignored = await self._ingest(request, fields)
+            accepted, ignored = await self._ingest(scope, receive, fields)
         except AppError as exc:
             count_rejected(exc.reason)
             fields["reason"] = exc.reason
-            raise
-        count_accepted(accepted, ignored)
-        fields.update(accepted=accepted, ignored=ignored)
-        return Response(_accepted_body(accepted, ignored), 202, media_type="application/json")
+            status, headers, body = _error_parts(exc)
+        except RedisError as exc:
+            log.warning("redis unavailable: %s", type(exc).__name__)
+            unavailable = Unavailable("storage is unavailable, retry later", retry_after=2)
+            count_rejected(unavailable.reason)
+            fields["reason"] = unavailable.reason
+            status, headers, body = _error_parts(unavailable)
+        except Exception:
+            # What the middleware stack would do: log it, answer 500, keep the process.
+            log.exception("events request failed")
+            count_rejected(AppError.reason)
+            fields["reason"] = AppError.reason
+            status, headers, body = _error_parts(AppError("internal server error"))
+        else:
+            count_accepted(accepted, ignored)
+            fields["accepted"], fields["ignored"] = accepted, ignored
+            status = 202
+            headers, body = _accepted(accepted, ignored)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        scope[LOGGED] = True
+        REQUEST_LINES.request(scope, status, started, fields)
 
-    async def _ingest(self, request: Request, fields: dict[str, Any]) -> tuple[int, int]:
-        secret = bearer_token(request)
+    async def _ingest(
+        self, scope: Scope, receive: Receive, fields: dict[str, Any]
+    ) -> tuple[int, int]:
+        authorization, content_type, length = _headers(scope)
+        secret = bearer_of(authorization)
         try:
             cred = await self.directory.lookup(secret) if secret else None
         except RedisError:
@@ -150,10 +201,10 @@ class Ingest:
             AUTH_FAILURES.labels("unknown").inc()
             raise Unauthorized(UNAUTHORIZED)
         fields["integration"] = cred.integration_id
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = content_type.split(";")[0].strip().lower()
         if content_type != "application/json" and not content_type.endswith("+json"):
             raise UnsupportedMediaType("Content-Type must be application/json")
-        body = await self._read_body(request)
+        body = await self._read_body(receive, length)
         events = parse_body(body, self.settings.max_batch_events)
         now_ms = int(time.time() * 1000)
         compacts, ignored = to_compacts(events, now_ms, self.settings.future_tolerance_seconds)
@@ -168,22 +219,27 @@ class Ingest:
         self._record_use(cred)
         return len(compacts), ignored
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, receive: Receive, declared: str) -> bytes:
         limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+        too_large = f"body is over the limit of {limit} bytes"
+        if declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(too_large)
         chunks: list[bytes] = []
         size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise BadRequest("the client disconnected before the body was complete")
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(too_large)
+            if not message.get("more_body", False):
+                if not chunks:
+                    return chunk
                 chunks.append(chunk)
-        except ClientDisconnect:
-            raise BadRequest("the client disconnected before the body was complete") from None
-        return b"".join(chunks)
+                return b"".join(chunks)
+            chunks.append(chunk)
 
     async def _store(self, cred: Credential, encoded: list[bytes]) -> int:
         write = Write(cred.shard, cred.integration_id, cred.key_hash, encoded)

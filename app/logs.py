@@ -77,6 +77,20 @@ class RequestLines:
                 return
             self.flushing = loop.call_later(FLUSH_EVERY_S, self.flush)
 
+    def request(
+        self, scope: Scope, status: int, started: float, fields: dict[str, Any] | None = None
+    ) -> None:
+        """Queue the line for one HTTP request (`started` from `time.perf_counter()`)."""
+        self.add(
+            {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+                **(fields or {}),
+            }
+        )
+
     def flush(self) -> None:
         """Write what is queued."""
         self.flushing = None
@@ -87,6 +101,7 @@ class RequestLines:
 
 
 REQUEST_LINES = RequestLines()
+LOGGED = "injixo.logged"  # scope flag: the app wrote this request's line itself
 
 
 class RequestLog:
@@ -112,12 +127,5 @@ class RequestLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            REQUEST_LINES.add(
-                {
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
-                    **scope.get("state", {}).get("log", {}),
-                }
-            )
+            if not scope.get(LOGGED):
+                REQUEST_LINES.request(scope, status, started)

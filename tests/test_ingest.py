@@ -255,3 +255,149 @@ def test_group_commit_batches_requests_but_keeps_each_one_apart(redis_server: Re
     stored = [orjson.loads(f[b"e"])[1] for _, f in entries]
     assert stored == ["c1", "c2", "c6"]
     assert scheduled == [0]
+
+
+def _request_lines(err: str, path: str) -> list[dict[str, Any]]:
+    lines = [orjson.loads(x) for x in err.splitlines() if x.startswith("{")]
+    return [x for x in lines if x.get("msg") == "request" and x["path"] == path]
+
+
+def test_each_request_gets_one_log_line_with_its_fields(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The events endpoint writes its own line (it runs ahead of the RequestLog layer);
+    other routes keep theirs; no request is logged twice."""
+    from app.logs import REQUEST_LINES
+
+    iid, key = create_integration(client)
+    capsys.readouterr()
+    assert post(client, key, fixture("conversation_create")).status_code == 202
+    assert (
+        post(
+            client,
+            key,
+            b"{",
+        ).status_code
+        == 400
+    )
+    assert client.get("/healthz").status_code == 200
+    REQUEST_LINES.flush()
+    err = capsys.readouterr().err
+    ok, bad = _request_lines(err, URL)
+    assert ok["status"] == 202 and ok["integration"] == iid and ok["accepted"] == 1
+    assert bad["status"] == 400 and bad["reason"] == "invalid" and bad["method"] == "POST"
+    assert len(_request_lines(err, "/healthz")) == 1
+    assert key not in err
+
+
+def test_events_route_also_served_through_starlette_routing(
+    settings: Settings, r: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Behind a path prefix (root_path) the fast dispatch does not match; the routed
+    endpoint answers the same way and the request is logged once."""
+    from app.logs import REQUEST_LINES
+
+    app = create_app(settings)
+    with TestClient(app) as client:
+        _, key = create_integration(client)
+    body = orjson.dumps(fixture("conversation_update_resolved"))
+    message = {"type": "http.request", "body": body, "more_body": False}
+    capsys.readouterr()
+    status, out = asgi_post(app, key, [message], "/injixo" + URL, "/injixo")
+    assert status == 202 and orjson.loads(out) == {"accepted": 1, "ignored": 0}
+    status, _ = asgi_post(app, "wrong", [message], "/injixo" + URL, "/injixo")
+    assert status == 401
+    assert pending(r, settings) == 1
+    REQUEST_LINES.flush()
+    lines = _request_lines(capsys.readouterr().err, "/injixo" + URL)
+    assert [x["status"] for x in lines] == [202, 401]
+
+
+def asgi_post(
+    app: Any, key: str, messages: list[dict[str, Any]], path: str = URL, root_path: str = ""
+) -> tuple[int, bytes]:
+    """POST straight to the ASGI app, the body as the given receive messages."""
+    import asyncio
+
+    scope = {
+        "type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+        "query_string": b"", "root_path": root_path, "http_version": "1.1", "scheme": "http",
+        "headers": [
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"content-type", b"application/json"),
+        ],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    queue = list(messages)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def call() -> None:
+        async with app.router.lifespan_context(app):
+            await app(scope, receive, send)
+
+    asyncio.run(call())
+    return sent[0]["status"], sent[1]["body"]
+
+
+def test_unexpected_failure_is_a_json_500_and_the_endpoint_keeps_serving(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.ingest
+
+    _, key = create_integration(client)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app.ingest, "to_compacts", broken)
+    failed = post(client, key, fixture("conversation_create"))
+    assert failed.status_code == 500
+    assert failed.json() == {"error": "internal server error", "reason": "internal"}
+    monkeypatch.undo()
+    assert post(client, key, fixture("conversation_create")).status_code == 202
+
+
+def test_body_in_chunks_and_early_disconnect(settings: Settings, r: redis.Redis) -> None:
+    """A body that arrives in pieces is stored whole; a client that leaves mid-body gets a
+    400 and nothing is stored."""
+
+    app = create_app(settings)
+    with TestClient(app) as client:
+        _, key = create_integration(client)
+    body = orjson.dumps([fixture("conversation_create"), fixture("conversation_update_resolved")])
+    pieces = [body[:7], body[7:1000], body[1000:]]
+
+    chunks = [
+        {"type": "http.request", "body": p, "more_body": i < len(pieces) - 1}
+        for i, p in enumerate(pieces)
+    ]
+    status, out = asgi_post(app, key, chunks)
+    assert status == 202 and orjson.loads(out) == {"accepted": 2, "ignored": 0}
+    assert pending(r, settings) == 2
+    gone: list[dict[str, Any]] = [chunks[0], {"type": "http.disconnect"}]
+    status, out = asgi_post(app, key, gone)
+    assert status == 400 and b"disconnected" in out
+    assert pending(r, settings) == 2
+
+
+def test_group_name_with_newlines_survives_the_batched_write(
+    client: TestClient, r: redis.Redis, settings: Settings
+) -> None:
+    """Events travel to the ingest script in one newline-separated argument: a newline in
+    a field must not split an event."""
+    _, key = create_integration(client)
+    name = "Line one\nline two\r\n\n"
+    event = conv_event("chat-nl", "resolved", at("2026-11-23T08:00"), ("g-nl", name))
+    assert post(client, key, [event, event]).status_code == 202
+    keys = Keys(settings.key_prefix)
+    entries: list[Any] = []
+    for shard in range(settings.shards):
+        entries += r.xrange(keys.stream(shard))  # type: ignore[arg-type]
+    assert len(entries) == 2
+    assert all(orjson.loads(fields[b"e"])[5] == name for _, fields in entries)
