@@ -3,6 +3,7 @@
 Run with uvicorn exactly like the real app (one process, same flags):
     python -m uvicorn bench.baselines:bare_app ...
     python -m uvicorn bench.baselines:naive_app ...     (BENCH_REDIS_URL names the Redis)
+    python -m uvicorn bench.baselines:bare_raw_app ...  (info: bare, served like the real one)
 The naive worker runs `naive_job` on RQ: one job per event.
 """
 
@@ -20,9 +21,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app.errors import AppError
 from app.events import Kind, parse_body, to_compacts
+from app.ingest import EVENTS_PATH
 from app.keys import text
 
 MAX_EVENTS = 500
@@ -74,8 +77,42 @@ async def naive(request: Request) -> Response:
     return _accepted(len(compacts), ignored)
 
 
-bare_app = Starlette(routes=[Route("/v1/freshchat/events", bare, methods=["POST"])])
-naive_app = Starlette(routes=[Route("/v1/freshchat/events", naive, methods=["POST"])])
+async def _read(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def bare_raw(scope: Scope, receive: Receive, send: Send) -> None:
+    """`bare` written as a plain ASGI handler, the way the real endpoint is served."""
+    body = await _read(receive)
+    try:
+        events = parse_body(body, MAX_EVENTS)
+        compacts, ignored = to_compacts(events, int(time.time() * 1000), FUTURE_TOLERANCE_S)
+        status, out = 202, orjson.dumps({"accepted": len(compacts), "ignored": ignored})
+    except AppError as exc:
+        status, out = exc.status, orjson.dumps(exc.body())
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": out})
+
+
+class _RawFirst(Starlette):
+    """Dispatches the events path ahead of the middleware stack, as `app.main.App` does."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == EVENTS_PATH and scope["method"] == "POST":
+            await bare_raw(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+bare_app = Starlette(routes=[Route(EVENTS_PATH, bare, methods=["POST"])])
+bare_raw_app = _RawFirst(routes=[])
+naive_app = Starlette(routes=[Route(EVENTS_PATH, naive, methods=["POST"])])
 
 
 @cache

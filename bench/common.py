@@ -23,6 +23,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from app.events import Compact, Kind, chat_key
+from app.ingest import EVENTS_PATH as EVENTS_PATH
 from app.integrations import Integrations
 from app.settings import Settings
 from tests.factories import READER_TOKEN, conv_event, env_for, make_settings
@@ -33,7 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHAT_PLACEHOLDER = "CHATIDPLACEHOLDER"
-EVENTS_PATH = "/v1/freshchat/events"
 RATE_LIMIT = 1_000_000  # per integration; the limiter still runs, it just never refuses
 NO_PERSISTENCE = ("--appendonly", "no", "--save", "")
 

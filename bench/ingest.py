@@ -60,7 +60,11 @@ def server_args(kind: str, port: int) -> list[str]:
     """The same uvicorn set-up for all three: one process, no access log."""
     if kind == "real":
         return [PY, "-m", "app.cli", "web", "--host", "127.0.0.1", "--port", str(port)]
-    app = {"bare": "bench.baselines:bare_app", "naive": "bench.baselines:naive_app"}[kind]
+    app = {
+        "bare": "bench.baselines:bare_app",
+        "bare-raw": "bench.baselines:bare_raw_app",
+        "naive": "bench.baselines:naive_app",
+    }[kind]
     host = ["--host", "127.0.0.1", "--port", str(port)]
     return [PY, "-m", "uvicorn", app, *host, *UVICORN_FLAGS]
 
@@ -200,7 +204,7 @@ def _check(kind: str, load: Load) -> None:
 def measure(quick: bool, time_ms: int) -> tuple[list[Row], list[str]]:
     """Throughput at 32 connections and latency at 1,000 req/s for real, bare and naive.
 
-    The three servers take turns (bare, real, naive; twice in a full run) and the best
+    The servers take turns (bare, real, naive, bare-raw; twice in a full run) and the best
     round of each counts, so a burst of load from other users hits all of them alike.
     """
     seconds, warm, fixed_s, rounds = (4.0, 1.0, 4.0, 1) if quick else (10.0, 2.0, 10.0, 2)
@@ -209,7 +213,8 @@ def measure(quick: bool, time_ms: int) -> tuple[list[Row], list[str]]:
     lat: dict[str, Load] = {}
     notes: list[str] = []
     seed = 1
-    plan = [("none", kind) for _ in range(rounds) for kind in ("bare", "real", "naive")]
+    kinds = ("bare", "real", "naive", "bare-raw")
+    plan = [("none", kind) for _ in range(rounds) for kind in kinds]
     plan.append(("always", "real"))
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
@@ -231,7 +236,7 @@ def measure(quick: bool, time_ms: int) -> tuple[list[Row], list[str]]:
                         load = run_wrk(port, script, seconds, pid, server.proc.pid)
                         _check(label, load)
                         tries.setdefault(label, []).append(load)
-                        if persistence == "none" and label not in lat:
+                        if persistence == "none" and label not in lat and label != "bare-raw":
                             log(f"ingest: {label} at {RATE} req/s for {fixed_s:g} s")
                             seed += 1
                             lat[label] = fixed_rate(
@@ -280,6 +285,17 @@ def _rows(loads: dict[str, Load], lat: dict[str, Load]) -> list[Row]:
         ),
         Row("", "", f"naive {fmt_ms(naive.p50_ms)} / {fmt_ms(naive.p99_ms)}"),
     ]
+    raw = loads.get("bare-raw")
+    if raw:
+        rows.append(
+            Row(
+                "  vs bare, served as plain ASGI too",
+                fmt_rate(real.rps),
+                fmt_rate(raw.rps),
+                f"{real.rps / raw.rps:.2f}x",
+                "(info)",
+            )
+        )
     fsync = loads.get("real-fsync")
     if fsync:
         rows.append(
