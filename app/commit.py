@@ -122,14 +122,26 @@ class GroupCommit:
                 self._settle(call, result)
 
     async def _send(self, calls: list[Call], sha: str, source: str | None) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
+        """One result per call, errors included; one round trip (a pipeline if several)."""
+        commands = []
         for call in calls:
             keys, args = self._keys_args(call)
-            if source is None:
-                pipe.evalsha(sha, len(keys), *keys, *args)
-            else:
-                pipe.eval(source, len(keys), *keys, *args)
+            commands.append((len(keys), *keys, *args))
         try:
+            if len(commands) == 1:
+                # Usually one shard is busy: a plain command skips the pipeline's machinery.
+                try:
+                    if source is None:
+                        return [await self.redis.evalsha(sha, *commands[0])]
+                    return [await self.redis.eval(source, *commands[0])]
+                except NoScriptError as exc:
+                    return [exc]
+            pipe = self.redis.pipeline(transaction=False)
+            for c in commands:
+                if source is None:
+                    pipe.evalsha(sha, *c)
+                else:
+                    pipe.eval(source, *c)
             return list(await pipe.execute(raise_on_error=False))
         except RedisError as exc:
             return [exc] * len(calls)
@@ -141,9 +153,10 @@ class GroupCommit:
                 if not write.future.done():
                     write.future.set_exception(result)
             return
-        *codes, schedule = result
+        schedule, listed = result
+        codes = [int(c) for c in listed.split(b",")] if listed else [0] * len(writes)
         for write, code in zip(writes, codes, strict=True):
             if not write.future.done():
-                write.future.set_result(int(code))
+                write.future.set_result(code)
         if schedule:
             self.on_schedule(writes[0].shard)

@@ -401,3 +401,44 @@ def test_group_name_with_newlines_survives_the_batched_write(
         entries += r.xrange(keys.stream(shard))  # type: ignore[arg-type]
     assert len(entries) == 2
     assert all(orjson.loads(fields[b"e"])[5] == name for _, fields in entries)
+
+
+def test_group_commit_reloads_its_script_after_redis_forgets_it(
+    redis_server: RedisServer,
+) -> None:
+    """After SCRIPT FLUSH (as after a Redis restart) both the single-call path and the
+    pipelined several-shards path fall back to EVAL and store everything."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from app.commit import GroupCommit, Write
+    from app.keys import Keys
+
+    settings = make_settings(redis_server.url)
+    keys = Keys(settings.key_prefix)
+    sync = redis_server.client()
+    sync.flushall()
+    for shard in (0, 1):
+        sync.hset(keys.active_keys(shard, f"i{shard}"), f"hash-{shard}", "k")
+
+    def write(shard: int, chat: str) -> Write:
+        return Write(
+            shard, f"i{shard}", f"hash-{shard}", [f'["i{shard}","{chat}",0,1,"",""]'.encode()]
+        )
+
+    async def run() -> list[int]:
+        client = Redis.from_url(settings.redis_url)
+        commit = GroupCommit(client, settings, lambda shard: None)
+        try:
+            codes = [await commit.store(write(0, "warm"))]
+            sync.script_flush()
+            codes.append(await commit.store(write(0, "alone")))
+            sync.script_flush()
+            codes += await asyncio.gather(commit.store(write(0, "a")), commit.store(write(1, "b")))
+            return codes
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [0, 0, 0, 0]
+    assert sync.xlen(keys.stream(0)) == 3 and sync.xlen(keys.stream(1)) == 1

@@ -7,11 +7,12 @@
 -- ARGV[4] every request's encoded events, each ending in "\n", key by key in request order
 --   (one argument: thousands of small ones cost the client more than the whole call),
 --   then per key: key hash, its requests' event counts ("1,1,3")
--- Returns one integer per request, key by key: 0 stored, -1 key not active,
--- -(100 + s) rate limited (retry after s seconds); then 1 if the caller must schedule a
--- drain of the shard, else 0.
+-- Returns {schedule, codes}: schedule is 1 if the caller must schedule a drain of the
+-- shard, else 0; codes is "" when every request was stored, else one code per request, key
+-- by key, comma separated: 0 stored, -1 key not active, -(100 + s) rate limited (retry
+-- after s seconds). (One short reply: the client parses each array element in Python.)
 local rate, burst, blob = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local out, stored, now, pos, k = {}, 0, nil, 1, 3
+local out, refused, stored, now, pos, k = {}, false, 0, nil, 1, 3
 for a = 5, #ARGV, 2 do
   local active = redis.call('HEXISTS', KEYS[k], ARGV[a]) == 1
   local tokens, spent = nil, false
@@ -46,6 +47,8 @@ for a = 5, #ARGV, 2 do
     end
     if code == 0 then
       stored = stored + n
+    else
+      refused = true
     end
     out[#out + 1] = code
   end
@@ -59,5 +62,4 @@ local schedule = 0
 if stored > 0 and redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
   schedule = 1
 end
-out[#out + 1] = schedule
-return out
+return {schedule, refused and table.concat(out, ',') or ''}
