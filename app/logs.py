@@ -55,20 +55,44 @@ class RequestLines:
     def __init__(self) -> None:
         self.lines: list[bytes] = []
         self.flushing: asyncio.TimerHandle | None = None
+        self.second = -1
+        self.prefix = b""
 
     def add(self, fields: dict[str, Any]) -> None:
         """Queue one line (dropped when the logger is not enabled for INFO)."""
         if not request_log.isEnabledFor(logging.INFO):
             return
-        now = time.time()
-        record = {
-            "ts": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
-            "level": "info",
-            "logger": request_log.name,
-            "msg": "request",
-            **fields,
+        self._queue(fields)
+
+    def request(
+        self, scope: Scope, status: int, started: float, fields: dict[str, Any] | None = None
+    ) -> None:
+        """Queue the line for one HTTP request (`started` from `time.perf_counter()`)."""
+        if not request_log.isEnabledFor(logging.INFO):
+            return
+        line = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "ms": round((time.perf_counter() - started) * 1000, 2),
         }
-        self.lines.append(orjson.dumps(record, default=str))
+        if fields:
+            line.update(fields)
+        self._queue(line)
+
+    def _queue(self, fields: dict[str, Any]) -> None:
+        # The fixed head (timestamp to the second, level, logger, msg) is rendered once a
+        # second; the rest of the line is the fields' JSON object without its brace.
+        now = time.time()
+        second = int(now)
+        if second != self.second:
+            self.second = second
+            ts = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self.prefix = ('{"ts":"' + ts).encode()
+        millis = b".%03d+00:00" % min(999, int((now - second) * 1000))
+        body = orjson.dumps(fields, default=str)
+        rest = b"," + body[1:] if len(body) > 2 else b"}"
+        self.lines.append(self.prefix + millis + _HEAD + rest)
         if self.flushing is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -76,20 +100,6 @@ class RequestLines:
                 self.flush()
                 return
             self.flushing = loop.call_later(FLUSH_EVERY_S, self.flush)
-
-    def request(
-        self, scope: Scope, status: int, started: float, fields: dict[str, Any] | None = None
-    ) -> None:
-        """Queue the line for one HTTP request (`started` from `time.perf_counter()`)."""
-        self.add(
-            {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-                **(fields or {}),
-            }
-        )
 
     def flush(self) -> None:
         """Write what is queued."""
@@ -100,6 +110,7 @@ class RequestLines:
             sys.stderr.flush()
 
 
+_HEAD = b'","level":"info","logger":"' + request_log.name.encode() + b'","msg":"request"'
 REQUEST_LINES = RequestLines()
 LOGGED = "injixo.logged"  # scope flag: the app wrote this request's line itself
 
