@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import orjson
@@ -127,15 +128,19 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     """Run the web process with uvicorn (WEB_CONCURRENCY processes)."""
     import uvicorn
 
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port or settings.port,
-        proxy_headers=True,
-        access_log=False,
-        log_level="warning",
-    )
+    from app.metrics import shared_between_processes
+
+    with shared_between_processes() if settings.web_concurrency > 1 else nullcontext():
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            workers=settings.web_concurrency,
+            host=args.host,
+            port=args.port or settings.port,
+            proxy_headers=True,
+            access_log=False,
+            log_level="warning",
+        )
     return 0
 
 

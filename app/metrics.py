@@ -1,16 +1,25 @@
-"""`GET /metrics` (Prometheus): this process's request counters plus system-wide gauges
+"""`GET /metrics` (Prometheus): the web processes' request counters plus system-wide gauges
 read from Redis at scrape time (backlog, lag, processed, dead letters, Freshchat calls,
 stale integrations). Labels are bounded: outcome/reason enums, shard numbers and
-integration ids — never queue names, chat ids or keys."""
+integration ids — never queue names, chat ids or keys.
+
+With several uvicorn processes (WEB_CONCURRENCY > 1) the counters use prometheus-client's
+multiprocess mode, so whichever process answers a scrape reports all of them."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,10 +29,32 @@ from app.freshchat import observe
 from app.keys import Keys, text
 from app.settings import Settings
 
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def shared_between_processes() -> Iterator[Path]:
+    """Around uvicorn's run: one empty directory for the processes' counter files
+    (prometheus-client reads the variable when each spawned process imports it). An
+    operator's PROMETHEUS_MULTIPROC_DIR is used and emptied; our own is removed after."""
+    given = os.environ.get(MULTIPROCESS_ENV)
+    path = Path(given) if given else Path(tempfile.mkdtemp(prefix="injixo-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # a previous run's counts would be added to this one's
+        stale.unlink()
+    os.environ[MULTIPROCESS_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        if not given:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 EVENTS = Counter(
     "injixo_events",
-    "Events received by this web process: accepted, ignored, or rejected (per request) by reason.",
+    "Events received by this web instance (all its processes): accepted, ignored, or "
+    "rejected (per request) by reason.",
     ["outcome", "reason"],
     registry=REGISTRY,
 )
@@ -38,7 +69,7 @@ AUTH_FAILURES = Counter(
 
 VERIFICATIONS = Counter(
     "injixo_freshchat_verifications",
-    "Freshchat API-key checks made by this web process when integrations are saved, by outcome.",
+    "Freshchat API-key checks made by this web instance when integrations are saved, by outcome.",
     ["outcome"],
     registry=REGISTRY,
 )
@@ -160,9 +191,17 @@ async def system_families(request: Request) -> Iterator[Metric]:
     return iter([backlog, age, processed, dead_total, dead_now, calls, stale, last])
 
 
+def _process_counters() -> bytes:
+    if not os.environ.get(MULTIPROCESS_ENV):
+        return generate_latest(REGISTRY)
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged)  # type: ignore[no-untyped-call]  # untyped upstream
+    return generate_latest(merged)
+
+
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition."""
     snapshot = CollectorRegistry(auto_describe=False)
     snapshot.register(_Snapshot(list(await system_families(request))))
-    body = generate_latest(REGISTRY) + generate_latest(snapshot)
+    body = _process_counters() + generate_latest(snapshot)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

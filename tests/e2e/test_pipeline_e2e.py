@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -166,3 +167,39 @@ def test_worker_sigkill_mid_drain_then_restart(settings: Settings, r: redis.Redi
         assert read_rows(web, iid) == expected_counts(histories)
     finally:
         web.stop()
+
+
+def _accepted_counter(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith('injixo_events_total{outcome="accepted"'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_every_web_process(
+    settings: Settings, r: redis.Redis, tmp_path: Path
+) -> None:
+    """With WEB_CONCURRENCY=2 each scrape reaches one process, yet the request counters
+    must cover both (Prometheus multiprocess mode); the counter files go when it stops."""
+    web = Web(settings, {"WEB_CONCURRENCY": "2", "TMPDIR": str(tmp_path)})
+    try:
+        _, key = setup_integration(web)
+        sent = 60
+
+        def post(i: int) -> int:
+            event = conv_event(f"mp-{i}", "resolved", at("2026-11-23T08:00"), ("g1", "Billing"))
+            with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:
+                return client.post(web.url + "/v1/freshchat/events", json=event).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(post, range(sent))) == {202}
+        for _ in range(10):
+            with httpx.Client() as client:  # a new connection: either process may answer
+                scraped = client.get(web.url + "/metrics", headers=ADMIN)
+            assert scraped.status_code == 200
+            assert _accepted_counter(scraped.text) == sent
+        assert list(tmp_path.glob("injixo-metrics-*/*.db"))
+    finally:
+        assert web.stop() == 0
+    assert "Traceback" not in web.output()
+    assert not list(tmp_path.glob("injixo-metrics-*"))
