@@ -8,6 +8,9 @@ from contextlib import asynccontextmanager
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -101,7 +104,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        # Few, quick retries, and only of connection errors (a stale pooled connection after
+        # a Redis restart): a command that timed out may have run, and redis-py's default
+        # (10 retries of a 5 s timeout) would hold a request for a minute when Redis hangs.
+        retry = Retry(
+            ExponentialWithJitterBackoff(base=0.01, cap=0.25),
+            retries=3,
+            supported_errors=(RedisConnectionError,),
+        )
+        redis = Redis.from_url(
+            settings.redis_url, socket_timeout=3, socket_connect_timeout=2, retry=retry
+        )
         sync_redis = rq_connection(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         app.state.settings = settings
         app.state.redis = redis
