@@ -31,6 +31,10 @@ from app.openapi import openapi
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("injixo.web")
+# How long the web tier waits for one Redis reply. A request queued behind a write that
+# hangs is answered 503 within about twice this; a write that times out may still land
+# later, which is harmless (a 503 asks the sender to retry, and duplicates change no count).
+REDIS_TIMEOUT_S = 3.0
 
 
 def _error_response(exc: AppError) -> Response:
@@ -113,7 +117,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             supported_errors=(RedisConnectionError,),
         )
         redis = Redis.from_url(
-            settings.redis_url, socket_timeout=3, socket_connect_timeout=2, retry=retry
+            settings.redis_url,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=2,
+            retry=retry,
         )
         sync_redis = rq_connection(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         app.state.settings = settings

@@ -194,14 +194,14 @@ def test_503_when_redis_is_down_and_recovery_without_restart() -> None:
         server.stop()
 
 
-def test_503_within_the_deadline_when_redis_hangs() -> None:
+def test_503_after_one_timeout_when_redis_hangs() -> None:
     """A Redis that holds the connection but does not answer (SIGSTOP: a stuck disk, a
-    paused VM) becomes a 503 with Retry-After within the ingest deadline, not a request
-    that hangs while the client retries; once Redis answers again, ingestion goes on."""
+    paused VM) becomes a 503 with Retry-After after one timeout, not a request that hangs
+    while the client retries; once Redis answers again, ingestion goes on."""
     import signal
     import time
 
-    from app.commit import STORE_DEADLINE_S
+    from app.main import REDIS_TIMEOUT_S
 
     server = RedisServer()
     assert server.proc is not None
@@ -219,7 +219,7 @@ def test_503_within_the_deadline_when_redis_hangs() -> None:
             finally:
                 server.proc.send_signal(signal.SIGCONT)
             assert hung.status_code == 503 and hung.headers["retry-after"].isdigit()
-            assert took < STORE_DEADLINE_S + 1
+            assert took < REDIS_TIMEOUT_S + 1
             assert post(client, key, body).status_code == 202
             # The stalled write may still land once Redis wakes (a 503 asks the sender to
             # retry, and a repeated event changes no count), but it is not sent twice.
