@@ -127,21 +127,19 @@ class GroupCommit:
         for call in calls:
             keys, args = self._keys_args(call)
             commands.append((len(keys), *keys, *args))
+        script = sha if source is None else source
         try:
             if len(commands) == 1:
                 # Usually one shard is busy: a plain command skips the pipeline's machinery.
+                run = self.redis.evalsha if source is None else self.redis.eval
                 try:
-                    if source is None:
-                        return [await self.redis.evalsha(sha, *commands[0])]
-                    return [await self.redis.eval(source, *commands[0])]
+                    return [await run(script, *commands[0])]
                 except NoScriptError as exc:
                     return [exc]
             pipe = self.redis.pipeline(transaction=False)
+            add = pipe.evalsha if source is None else pipe.eval
             for c in commands:
-                if source is None:
-                    pipe.evalsha(sha, *c)
-                else:
-                    pipe.eval(source, *c)
+                add(script, *c)
             return list(await pipe.execute(raise_on_error=False))
         except RedisError as exc:
             return [exc] * len(calls)

@@ -104,6 +104,11 @@ class Unavailable(AppError):
         self.retry_after = retry_after
 
 
+def storage_unavailable() -> Unavailable:
+    """What any request gets when Redis fails it."""
+    return Unavailable("storage is unavailable, retry later", retry_after=2)
+
+
 class UpstreamError(AppError):
     """Freshchat answered in a way that stops the operation (rejected key, unreachable)."""
 

@@ -25,6 +25,7 @@ from app.errors import (
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
+    storage_unavailable,
 )
 from app.events import parse_body, to_compacts
 from app.jobs import enqueue_drain
@@ -60,6 +61,9 @@ def _error_parts(exc: AppError) -> tuple[int, Headers, bytes]:
     return exc.status, (_JSON, (b"content-length", str(len(body)).encode()), *extra), body
 
 
+_WANTED = frozenset((b"authorization", b"content-type", b"content-length"))
+
+
 def _headers(scope: Scope) -> tuple[str, str, str]:
     """Authorization, Content-Type and Content-Length (first of each; "" when absent)."""
     found: dict[bytes, bytes] = {}
@@ -71,9 +75,6 @@ def _headers(scope: Scope) -> tuple[str, str, str]:
         found.get(b"content-type", b"").decode("latin-1"),
         found.get(b"content-length", b"").decode("latin-1"),
     )
-
-
-_WANTED = frozenset((b"authorization", b"content-type", b"content-length"))
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ class Ingest:
             status, headers, body = _error_parts(exc)
         except RedisError as exc:
             log.warning("redis unavailable: %s", type(exc).__name__)
-            unavailable = Unavailable("storage is unavailable, retry later", retry_after=2)
+            unavailable = storage_unavailable()
             count_rejected(unavailable.reason)
             fields["reason"] = unavailable.reason
             status, headers, body = _error_parts(unavailable)
@@ -193,10 +194,7 @@ class Ingest:
     ) -> tuple[int, int]:
         authorization, content_type, length = _headers(scope)
         secret = bearer_of(authorization)
-        try:
-            cred = await self.directory.lookup(secret) if secret else None
-        except RedisError:
-            raise Unavailable("storage is unavailable, retry later", retry_after=2) from None
+        cred = await self.directory.lookup(secret) if secret else None  # RedisError: 503
         if cred is None:
             AUTH_FAILURES.labels("unknown").inc()
             raise Unauthorized(UNAUTHORIZED)

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from app.admin import PAGE_ROUTES
 from app.api import ROUTES
 from app.dashboard import dashboard_app
-from app.errors import AppError, Unavailable
+from app.errors import AppError, storage_unavailable
 from app.ingest import EVENTS_PATH, Ingest
 from app.integrations import Integrations
 from app.jobs import rq_connection
@@ -53,7 +53,7 @@ async def _app_error(request: Request, exc: Exception) -> Response:
 
 async def _redis_error(request: Request, exc: Exception) -> Response:
     log.warning("redis unavailable: %s", type(exc).__name__)
-    return _error_response(Unavailable("storage is unavailable, retry later", retry_after=2))
+    return _error_response(storage_unavailable())
 
 
 async def healthz(request: Request) -> Response:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app.errors import AppError
-from app.events import Kind, parse_body, to_compacts
+from app.events import Compact, Kind, parse_body, to_compacts
 from app.ingest import EVENTS_PATH
 from app.keys import text
 
@@ -34,6 +34,12 @@ CHAT_TTL_MS = 90 * 86_400_000
 NAIVE_QUEUE = "naive"
 NAIVE_IID = "naive"
 UNDEFINED_QUEUE = "Undefined_Queue"
+
+
+def _validate(body: bytes) -> tuple[list[Compact], int]:
+    """What every baseline does to a body: the product's parse and validation."""
+    events = parse_body(body, MAX_EVENTS)
+    return to_compacts(events, int(time.time() * 1000), FUTURE_TOLERANCE_S)
 
 
 def _error(exc: AppError) -> Response:
@@ -47,10 +53,8 @@ def _accepted(accepted: int, ignored: int) -> Response:
 
 async def bare(request: Request) -> Response:
     """Parse and validate the body with the product's models; store nothing."""
-    body = await request.body()
     try:
-        events = parse_body(body, MAX_EVENTS)
-        compacts, ignored = to_compacts(events, int(time.time() * 1000), FUTURE_TOLERANCE_S)
+        compacts, ignored = _validate(await request.body())
     except AppError as exc:
         return _error(exc)
     return _accepted(len(compacts), ignored)
@@ -66,8 +70,7 @@ async def naive(request: Request) -> Response:
     """Parse and validate, then one synchronous `Queue.enqueue` per request (the naive design)."""
     body = await request.body()
     try:
-        events = parse_body(body, MAX_EVENTS)
-        compacts, ignored = to_compacts(events, int(time.time() * 1000), FUTURE_TOLERANCE_S)
+        compacts, ignored = _validate(body)
     except AppError as exc:
         return _error(exc)
     if compacts:
@@ -88,10 +91,8 @@ async def _read(receive: Receive) -> bytes:
 
 async def bare_raw(scope: Scope, receive: Receive, send: Send) -> None:
     """`bare` written as a plain ASGI handler, the way the real endpoint is served."""
-    body = await _read(receive)
     try:
-        events = parse_body(body, MAX_EVENTS)
-        compacts, ignored = to_compacts(events, int(time.time() * 1000), FUTURE_TOLERANCE_S)
+        compacts, ignored = _validate(await _read(receive))
         status, out = 202, orjson.dumps({"accepted": len(compacts), "ignored": ignored})
     except AppError as exc:
         status, out = exc.status, orjson.dumps(exc.body())

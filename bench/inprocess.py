@@ -17,24 +17,17 @@ import asyncio
 import cProfile
 import pstats
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import uvloop
+from starlette.types import ASGIApp
 
 from app.main import create_app
 from bench import baselines
 from bench.common import EVENTS_PATH, bench_settings, create_tenant, mixed_templates, private_redis
 
 CONCURRENCY = 32
-ASGIApp = Callable[
-    [
-        MutableMapping[str, Any],
-        Callable[[], Awaitable[MutableMapping[str, Any]]],
-        Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ],
-    Awaitable[None],
-]
 
 
 def _bodies(count: int) -> list[bytes]:
