@@ -7,7 +7,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from app.keys import Keys, text
+from app.integration import Integration
+from app.redis_keys import RedisKeys, text
 
 AUTH_ONLY_GRACE_S = 600  # auth failures with no accepted event for this long: the key is wrong
 
@@ -31,7 +32,7 @@ def _ints(raw: dict[Any, Any]) -> dict[str, int]:
     return out
 
 
-async def read_activity(redis: Redis, keys: Keys) -> dict[str, Activity]:
+async def read_activity(redis: Redis, keys: RedisKeys) -> dict[str, Activity]:
     """Activity of every integration that has any."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.last_event())
@@ -44,14 +45,14 @@ async def read_activity(redis: Redis, keys: Keys) -> dict[str, Activity]:
     }
 
 
-def is_stale(record: dict[str, Any], activity: Activity | None, now: float, after_s: int) -> bool:
+def is_stale(integration: Integration, activity: Activity | None, now: float, after_s: int) -> bool:
     """An active integration with no event for `after_s`, or only auth failures lately."""
-    if record.get("status") != "active":
+    if not integration.active:
         return False
     last = activity.last_event_at if activity else None
     if last is None and activity is not None and activity.auth_failures > 0:
         return True  # the app is installed and sending, but with a wrong or revoked key
-    since = last if last is not None else int(record["created_at"])
+    since = last if last is not None else integration.created_at
     if now - since > after_s:
         return True
     failed = activity.last_auth_failure_at if activity else None
@@ -59,11 +60,11 @@ def is_stale(record: dict[str, Any], activity: Activity | None, now: float, afte
 
 
 def describe(
-    record: dict[str, Any], activity: Activity | None, now: float, after_s: int
+    integration: Integration, activity: Activity | None, now: float, after_s: int
 ) -> dict[str, Any]:
     """Status fields for the admin API and page."""
     return {
         "last_event_at": activity.last_event_at if activity else None,
         "auth_failures": activity.auth_failures if activity else 0,
-        "stale": is_stale(record, activity, now, after_s),
+        "stale": is_stale(integration, activity, now, after_s),
     }

@@ -39,8 +39,9 @@ from app.counts import INTERVALS, Query, parse_query, read_counts
 from app.domains import normalise_domain
 from app.errors import BadRequest, Conflict, FreshchatUnreachable, NotFound, UpstreamError
 from app.freshchat import verify_api_key
+from app.integration import Integration, NewIntegration
 from app.integrations import Integrations, clean_name
-from app.keys import Keys
+from app.redis_keys import RedisKeys
 from app.settings import Settings
 
 HERE = Path(__file__).parent
@@ -88,7 +89,7 @@ PALETTE = (
 # --- Status helpers (shared with the ingest side / metrics) ----------------------------
 
 
-async def shard_backlog(redis: Redis, keys: Keys, shards: set[int]) -> dict[int, int]:
+async def shard_backlog(redis: Redis, keys: RedisKeys, shards: set[int]) -> dict[int, int]:
     """Shard -> pending (not yet counted) events in its stream."""
     ordered = sorted(shards)
     if not ordered:
@@ -109,7 +110,7 @@ class Health:
 
 
 def health(
-    record: dict[str, Any],
+    record: Integration,
     last_event: int | None,
     failures: int,
     now: float,
@@ -118,7 +119,7 @@ def health(
 ) -> Health:
     """Flag an integration whose app stopped sending, or that sees only auth failures (§8);
     the decision is `app.activity.is_stale`, the same one the API and metrics use."""
-    if record.get("status") == "deleted":
+    if not record.active:
         return Health("deleted", "Deleted")
     activity = Activity(last_event, failures, last_failure_at)
     if not is_stale(record, activity, now, stale_after):
@@ -228,9 +229,9 @@ class Page:
         return self.integrations.redis
 
     @property
-    def keys(self) -> Keys:
-        """Key names."""
-        return self.integrations.keys
+    def keys(self) -> RedisKeys:
+        """Redis key names."""
+        return self.integrations.redis_keys
 
     def render(self, name: str, context: dict[str, Any], status: int = 200) -> Response:
         """A template response with the CSRF token and the security headers."""
@@ -375,13 +376,13 @@ async def signout(request: Request) -> Response:
 # --- Integrations list and the add flow -----------------------------------------------
 
 
-async def _statuses(page: Page, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _statuses(page: Page, records: list[Integration]) -> list[dict[str, Any]]:
     activity = await read_activity(page.redis, page.keys)
-    backlog = await shard_backlog(page.redis, page.keys, {int(r["shard"]) for r in records})
+    backlog = await shard_backlog(page.redis, page.keys, {r.shard for r in records})
     now = time.time()
     out = []
     for record in records:
-        iid = record["id"]
+        iid = record.id
         act = activity.get(iid)
         last = act.last_event_at if act else None
         failures = act.auth_failures if act else 0
@@ -391,7 +392,7 @@ async def _statuses(page: Page, records: list[dict[str, Any]]) -> list[dict[str,
                 "record": record,
                 "last_event": last,
                 "auth_failures": failures,
-                "pending_shard": backlog.get(int(record["shard"]), 0),
+                "pending_shard": backlog.get(record.shard, 0),
                 "health": health(
                     record, last, failures, now, page.settings.stale_after_seconds, failed_at
                 ),
@@ -405,7 +406,7 @@ async def integrations_list(request: Request) -> Response:
     page = _page(request)
     if page is None:
         return _signin_redirect(request)
-    records = [r for r in await page.integrations.all() if r.get("status") != "deleted"]
+    records = [r for r in await page.integrations.all() if r.active]
     rows = await _statuses(page, records)
     return page.render("integrations.html", {"title": "Integrations", "rows": rows})
 
@@ -466,7 +467,8 @@ async def add_freshchat(request: Request) -> Response:
     if errors:
         return _form(page, values, errors, 400)
     try:
-        record = await page.integrations.create(name, domain, api_key, verify_api_key)
+        new = NewIntegration(name=name, freshchat_domain=domain, freshchat_api_key=api_key)
+        record = await page.integrations.create(new, verify_api_key)
     except Conflict as exc:
         errors["name"] = _sentence(exc.message) + ": choose another name"
         return _form(page, values, errors, 409)
@@ -479,7 +481,7 @@ async def add_freshchat(request: Request) -> Response:
     except BadRequest as exc:
         errors["form"] = _sentence(exc.message)
         return _form(page, values, errors, 400)
-    return RedirectResponse(f"/account/integrations/{record['id']}?saved=1#install", 303)
+    return RedirectResponse(f"/account/integrations/{record.id}?saved=1#install", 303)
 
 
 # --- One integration: status, counts, keys ---------------------------------------------
@@ -627,7 +629,7 @@ async def _detail(
         params.get("day", today)[:40], params.get("interval", "15")[:4], params.get("tz", "")[:64]
     )
     if query is not None:
-        view.rows = await read_counts(page.redis, page.keys, int(record["shard"]), iid, query)
+        view.rows = await read_counts(page.redis, page.keys, record.shard, iid, query)
         view.total = sum(int(r["contacts"]) for r in view.rows)
         if view.rows:
             view.chart = build_chart(view.rows, query)
@@ -637,7 +639,7 @@ async def _detail(
     return page.render(
         "integration.html",
         {
-            "title": record["name"],
+            "title": record.name,
             "record": record,
             "status": status_row,
             "keys": keys,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -15,7 +15,8 @@ from app.auth import require_token
 from app.counts import parse_query, read_counts, read_queues, to_csv
 from app.errors import BadRequest
 from app.freshchat import verify_api_key
-from app.integrations import Integrations, public
+from app.integration import Integration, IntegrationChanges, NewIntegration
+from app.integrations import Integrations
 from app.schemas import (
     ApiKeyCreated,
     ApiKeyList,
@@ -27,25 +28,15 @@ from app.schemas import (
 from app.settings import Settings
 
 
-class IntegrationIn(BaseModel):
+class IntegrationIn(NewIntegration):
     """Body of `POST /v1/integrations`."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(max_length=1000)
-    freshchat_domain: str = Field(max_length=1000)
-    freshchat_api_key: str = Field(max_length=4096)
     verify: bool = True
 
 
-class IntegrationPatch(BaseModel):
+class IntegrationPatch(IntegrationChanges):
     """Body of `PATCH /v1/integrations/{id}`."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(default=None, max_length=1000)
-    freshchat_domain: str | None = Field(default=None, max_length=1000)
-    freshchat_api_key: str | None = Field(default=None, max_length=4096)
     verify: bool = True
 
 
@@ -90,28 +81,26 @@ async def create_integration(request: Request) -> Response:
     """Create an integration (verifying the Freshchat key unless `verify` is false)."""
     integrations = _admin(request)
     body = _json(await request.body(), IntegrationIn)
-    record = await integrations.create(
-        body.name,
-        body.freshchat_domain,
-        body.freshchat_api_key,
-        verify_api_key if body.verify else None,
-    )
-    return _json_response(IntegrationOut.model_validate(public(record)), 201)
+    new = NewIntegration.model_validate(body.model_dump(exclude={"verify"}))
+    created = await integrations.create(new, verify_api_key if body.verify else None)
+    return _json_response(created.public(), 201)
 
 
 async def _with_activity(
-    integrations: Integrations, records: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    activity = await read_activity(integrations.redis, integrations.keys)
+    integrations: Integrations, listed: list[Integration]
+) -> list[IntegrationOut]:
+    activity = await read_activity(integrations.redis, integrations.redis_keys)
     now, after = time.time(), integrations.settings.stale_after_seconds
-    return [public(r) | describe(r, activity.get(r["id"]), now, after) for r in records]
+    return [
+        i.public().model_copy(update=describe(i, activity.get(i.id), now, after)) for i in listed
+    ]
 
 
 async def list_integrations(request: Request) -> Response:
     """All integrations with their activity (last event, auth failures, stale), no secrets."""
     integrations = _admin(request)
     listed = await _with_activity(integrations, await integrations.all())
-    return _json_response(IntegrationList.model_validate({"integrations": listed}))
+    return _json_response(IntegrationList(integrations=listed))
 
 
 async def integration(request: Request) -> Response:
@@ -123,14 +112,11 @@ async def integration(request: Request) -> Response:
         return Response(status_code=204)
     if request.method == "PATCH":
         body = _json(await request.body(), IntegrationPatch)
-        given = body.model_dump(exclude_unset=True, exclude={"verify"})
-        changes = {k: v for k, v in given.items() if v is not None}  # null = leave as is
-        if not changes:
-            raise BadRequest("nothing to change: give name, freshchat_domain or freshchat_api_key")
-        record = await integrations.update(iid, changes, verify_api_key if body.verify else None)
-        return _json_response(IntegrationOut.model_validate(public(record)))
+        changes = IntegrationChanges.model_validate(body.model_dump(exclude={"verify"}))
+        updated = await integrations.update(iid, changes, verify_api_key if body.verify else None)
+        return _json_response(updated.public())
     [one] = await _with_activity(integrations, [await integrations.get(iid)])
-    return _json_response(IntegrationOut.model_validate(one))
+    return _json_response(one)
 
 
 async def api_keys(request: Request) -> Response:
@@ -154,7 +140,7 @@ async def contacts(request: Request) -> Response:
     """Counts per interval and queue, JSON or CSV."""
     integrations = _reader(request)
     iid = request.path_params["iid"]
-    record = await integrations.get(iid)
+    integration = await integrations.get(iid)
     params = request.query_params
     query = parse_query(
         params.get("from"),
@@ -163,7 +149,9 @@ async def contacts(request: Request) -> Response:
         params.get("tz"),
         params.get("queue"),
     )
-    rows = await read_counts(integrations.redis, integrations.keys, record["shard"], iid, query)
+    rows = await read_counts(
+        integrations.redis, integrations.redis_keys, integration.shard, iid, query
+    )
     wants_csv = params.get("format") == "csv" or "text/csv" in request.headers.get("accept", "")
     if wants_csv:
         return Response(to_csv(rows), media_type="text/csv; charset=utf-8")
@@ -181,8 +169,8 @@ async def queues(request: Request) -> Response:
     """Every source queue seen, with first/last seen and total contacts."""
     integrations = _reader(request)
     iid = request.path_params["iid"]
-    record = await integrations.get(iid)
-    found = await read_queues(integrations.redis, integrations.keys, record["shard"], iid)
+    integration = await integrations.get(iid)
+    found = await read_queues(integrations.redis, integrations.redis_keys, integration.shard, iid)
     return _json_response(Queues.model_validate({"integration_id": iid, "queues": found}))
 
 

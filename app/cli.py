@@ -16,7 +16,8 @@ from redis.exceptions import RedisError
 from app.counts import parse_query, read_counts, to_csv
 from app.errors import AppError
 from app.freshchat import verify_api_key
-from app.integrations import Integrations, public
+from app.integration import NewIntegration
+from app.integrations import Integrations
 from app.settings import Settings, load_settings
 
 PROG = "injixo-freshchat"
@@ -49,17 +50,22 @@ def cmd_integrations_add(args: argparse.Namespace, settings: Settings) -> int:
     """Create an integration."""
     key = _secret_arg(args.freshchat_api_key)
     verify = None if args.skip_verify else verify_api_key
-    record = _with_integrations(settings, lambda i: i.create(args.name, args.domain, key, verify))
-    out = public(record)
-    _print(args, out, f"created integration {out['id']} ({out['name']}, {out['freshchat_domain']})")
+    new = NewIntegration(name=args.name, freshchat_domain=args.domain, freshchat_api_key=key)
+    created = _with_integrations(settings, lambda i: i.create(new, verify)).public()
+    _print(
+        args,
+        created.model_dump(),
+        f"created integration {created.id} ({created.name}, {created.freshchat_domain})",
+    )
     return 0
 
 
 def cmd_integrations_list(args: argparse.Namespace, settings: Settings) -> int:
     """List integrations."""
-    records = [public(r) for r in _with_integrations(settings, lambda i: i.all())]
-    lines = [f"{r['id']}  {r['status']:<8} {r['name']}  ({r['freshchat_domain']})" for r in records]
-    _print(args, {"integrations": records}, "\n".join(lines) or "no integrations yet")
+    listed = [i.public() for i in _with_integrations(settings, lambda i: i.all())]
+    lines = [f"{i.id}  {i.status:<8} {i.name}  ({i.freshchat_domain})" for i in listed]
+    data = {"integrations": [i.model_dump() for i in listed]}
+    _print(args, data, "\n".join(lines) or "no integrations yet")
     return 0
 
 
@@ -103,8 +109,8 @@ def cmd_contacts(args: argparse.Namespace, settings: Settings) -> int:
     query = parse_query(args.from_, args.to, str(args.interval), args.tz, args.queue)
 
     async def read(i: Integrations) -> list[dict[str, Any]]:
-        record = await i.get(args.id)
-        return await read_counts(i.redis, i.keys, record["shard"], args.id, query)
+        integration = await i.get(args.id)
+        return await read_counts(i.redis, i.redis_keys, integration.shard, args.id, query)
 
     rows = _with_integrations(settings, read)
     if args.csv:

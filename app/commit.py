@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
-from app.keys import Keys
+from app.redis_keys import RedisKeys
 from app.scripts import lua
 from app.settings import Settings
 
@@ -48,7 +48,7 @@ class GroupCommit:
     task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        self.keys = Keys(self.settings.key_prefix)
+        self.keys = RedisKeys(self.settings.key_prefix)
         s = self.settings
         self.head = [
             int(s.drain_lease_seconds * 1000),
@@ -92,7 +92,7 @@ class GroupCommit:
         for writes in call:
             first = writes[0]
             keys += [
-                self.keys.active_keys(shard, first.integration_id),
+                self.keys.active_api_keys(shard, first.integration_id),
                 self.keys.rate_bucket(shard, first.integration_id),
             ]
             args += [first.key_hash, ",".join([str(len(w.events)) for w in writes])]

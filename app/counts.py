@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from redis.asyncio import Redis
 
 from app.errors import BadRequest
-from app.keys import Keys, text
+from app.redis_keys import RedisKeys, text
 
 SLOT_MS = 900_000
 SLOTS_PER_DAY = 96
@@ -110,7 +110,7 @@ def _bucket(slot: int, interval: int, zone: ZoneInfo | None) -> datetime:
     return floored.astimezone(UTC)
 
 
-async def queue_names(redis: Redis, keys: Keys, shard: int, iid: str) -> dict[int, str]:
+async def queue_names(redis: Redis, keys: RedisKeys, shard: int, iid: str) -> dict[int, str]:
     """Queue id -> name for one integration."""
     raw = await redis.hgetall(keys.queue_names(shard, iid))
     names = {0: UNDEFINED_QUEUE}
@@ -122,7 +122,7 @@ async def queue_names(redis: Redis, keys: Keys, shard: int, iid: str) -> dict[in
 
 
 async def read_counts(
-    redis: Redis, keys: Keys, shard: int, iid: str, query: Query
+    redis: Redis, keys: RedisKeys, shard: int, iid: str, query: Query
 ) -> list[dict[str, Any]]:
     """Rows `{interval_start, queue, contacts}` sorted by interval then queue; no zero rows."""
     first = int(query.start.timestamp() * 1000) // SLOT_MS
@@ -148,7 +148,7 @@ async def read_counts(
     ]
 
 
-async def read_queues(redis: Redis, keys: Keys, shard: int, iid: str) -> list[dict[str, Any]]:
+async def read_queues(redis: Redis, keys: RedisKeys, shard: int, iid: str) -> list[dict[str, Any]]:
     """Every queue seen: first/last interval with a terminal event, and current contacts."""
     names = await queue_names(redis, keys, shard, iid)
     raw = await redis.hgetall(keys.queue_stats(shard, iid))

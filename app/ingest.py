@@ -28,10 +28,11 @@ from app.errors import (
     storage_unavailable,
 )
 from app.events import parse_body, to_compacts
+from app.integration import Integration
 from app.jobs import enqueue_drain
-from app.keys import Keys, text
 from app.logs import LOGGED, REQUEST_LINES
 from app.metrics import AUTH_FAILURES, count_accepted, count_rejected
+from app.redis_keys import RedisKeys, text
 from app.schemas import Accepted
 from app.settings import Settings
 
@@ -96,7 +97,7 @@ class KeyDirectory:
     """
 
     redis: Redis
-    keys: Keys
+    keys: RedisKeys
     known: dict[str, Credential] = field(default_factory=dict)
     unknown: dict[str, float] = field(default_factory=dict)
     shards: dict[str, int] = field(default_factory=dict)
@@ -110,7 +111,7 @@ class KeyDirectory:
         now = time.monotonic()
         if self.unknown.get(key_hash, 0.0) > now:
             return None
-        raw = await self.redis.get(self.keys.api_key(key_hash))
+        raw = await self.redis.get(self.keys.api_key_owner(key_hash))
         if raw is None:
             if len(self.unknown) >= NEGATIVE_MAX:
                 self.unknown.clear()
@@ -119,10 +120,10 @@ class KeyDirectory:
         integration_id, _, key_id = text(raw).partition(":")
         shard = self.shards.get(integration_id)
         if shard is None:
-            record = await self.redis.hget(self.keys.integrations(), integration_id)
-            if record is None:
+            raw = await self.redis.hget(self.keys.integrations(), integration_id)
+            if raw is None:
                 return None
-            shard = int(orjson.loads(record)["shard"])
+            shard = Integration.load(raw).shard
             self.shards[integration_id] = shard
         cred = Credential(integration_id, key_id, shard, key_hash)
         self.known[key_hash] = cred
@@ -136,7 +137,7 @@ class Ingest:
     settings: Settings
     redis: Redis
     sync_redis: SyncRedis
-    keys: Keys
+    keys: RedisKeys
     directory: KeyDirectory
     commit: GroupCommit = field(init=False)
     last_used: dict[str, float] = field(default_factory=dict)
@@ -146,7 +147,7 @@ class Ingest:
     @classmethod
     def build(cls, settings: Settings, redis: Redis, sync_redis: SyncRedis) -> Ingest:
         """Wire the pieces for one web process."""
-        keys = Keys(settings.key_prefix)
+        keys = RedisKeys(settings.key_prefix)
         return cls(settings, redis, sync_redis, keys, KeyDirectory(redis, keys))
 
     def __post_init__(self) -> None:
@@ -264,7 +265,7 @@ class Ingest:
             writes.append((self.keys.last_event(), cred.integration_id, int(now)))
         if now - self.last_used.get(cred.key_hash, 0.0) >= LAST_USED_EVERY_S:
             self.last_used[cred.key_hash] = now
-            writes.append((self.keys.key_used(cred.integration_id), cred.key_id, int(now)))
+            writes.append((self.keys.api_key_used(cred.integration_id), cred.key_id, int(now)))
         if writes:
             self._spawn(self._write(writes))
 

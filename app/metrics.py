@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -26,7 +25,8 @@ from starlette.responses import Response
 
 from app.activity import is_stale, read_activity
 from app.freshchat import observe
-from app.keys import Keys, text
+from app.integration import Integration
+from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -119,7 +119,7 @@ async def system_families(request: Request) -> Iterator[Metric]:
     """Gauges and counters that live in Redis, read in one pipeline."""
     settings: Settings = request.app.state.settings
     redis = request.app.state.redis
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     shards = range(settings.shards)
     async with redis.pipeline(transaction=False) as pipe:
         for shard in shards:
@@ -178,16 +178,14 @@ async def system_families(request: Request) -> Iterator[Metric]:
         labels=["integration"],
     )
     now = now_ms / 1000
-    for raw in replies[-1]:
-        record = orjson.loads(raw)
-        if record.get("status") != "active":
+    for integration in map(Integration.load, replies[-1]):
+        if not integration.active:
             continue
-        act = activity.get(record["id"])
-        stale.add_metric(
-            [record["id"]], 1.0 if is_stale(record, act, now, settings.stale_after_seconds) else 0.0
-        )
+        act = activity.get(integration.id)
+        stale_now = is_stale(integration, act, now, settings.stale_after_seconds)
+        stale.add_metric([integration.id], 1.0 if stale_now else 0.0)
         if act and act.last_event_at:
-            last.add_metric([record["id"]], act.last_event_at)
+            last.add_metric([integration.id], act.last_event_at)
     return iter([backlog, age, processed, dead_total, dead_now, calls, stale, last])
 
 

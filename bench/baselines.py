@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from app.errors import AppError
 from app.events import Compact, Kind, parse_body, to_compacts
 from app.ingest import EVENTS_PATH
-from app.keys import text
+from app.redis_keys import text
 
 MAX_EVENTS = 500
 FUTURE_TOLERANCE_S = 86_400

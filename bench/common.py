@@ -24,6 +24,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from app.events import Compact, Kind, chat_key
 from app.ingest import EVENTS_PATH as EVENTS_PATH
+from app.integration import NewIntegration
 from app.integrations import Integrations
 from app.settings import Settings
 from tests.factories import READER_TOKEN, conv_event, env_for, make_settings
@@ -112,9 +113,12 @@ def create_tenant(settings: Settings, name: str = "Bench Co") -> Tenant:
         redis = AsyncRedis.from_url(settings.redis_url)
         try:
             integrations = Integrations(redis, settings)
-            record = await integrations.create(name, "bench.freshchat.com", "fc-key", None)
-            key = await integrations.create_key(record["id"])
-            return Tenant(record["id"], int(record["shard"]), key["api_key"])
+            new = NewIntegration(
+                name=name, freshchat_domain="bench.freshchat.com", freshchat_api_key="fc-key"
+            )
+            created = await integrations.create(new, None)
+            key = await integrations.create_key(created.id)
+            return Tenant(created.id, created.shard, key["api_key"])
         finally:
             await redis.aclose()
 

@@ -10,14 +10,14 @@ import time
 
 import orjson
 
-from app.keys import Keys
+from app.redis_keys import RedisKeys
 from workers.drain import _context, drain
 
 
 def main(shards: list[int]) -> None:
     """Drain the shards in this process, one after the other, until all are empty; report."""
     settings, redis, _, _ = _context()
-    streams = [Keys(settings.key_prefix).stream(shard) for shard in shards]
+    streams = [RedisKeys(settings.key_prefix).stream(shard) for shard in shards]
     redis.ping()
     applied = 0
     began = time.perf_counter()

@@ -13,7 +13,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from app.counts import SLOT_MS, Query, read_counts
 from app.events import parse_body, to_compacts
-from app.keys import Keys, text
+from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 from workers.applier import Applier
 
@@ -26,7 +26,7 @@ def store(r: redis.Redis, settings: Settings, iid: str, shard: int, payloads: li
         return 0
     events = parse_body(orjson.dumps(payloads), 10**6)
     compacts, _ = to_compacts(events, FAR_FUTURE_MS, 0)
-    stream = Keys(settings.key_prefix).stream(shard)
+    stream = RedisKeys(settings.key_prefix).stream(shard)
     with r.pipeline(transaction=False) as pipe:
         for c in compacts:
             pipe.xadd(stream, {"e": c.encode(iid)})
@@ -49,7 +49,7 @@ def apply_all(r: redis.Redis, settings: Settings, shard: int, batch: int = 500) 
 
 def counts(r: redis.Redis, settings: Settings, iid: str, shard: int) -> dict[tuple[str, str], int]:
     """All counts of one integration as {(interval start, queue): contacts}."""
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     out: dict[tuple[str, str], int] = defaultdict(int)
     names = {0: "Undefined_Queue"}
     for field, value in r.hgetall(keys.queue_names(shard, iid)).items():
@@ -70,7 +70,7 @@ def read_api_rows(settings: Settings, iid: str, shard: int, query: Query) -> lis
     async def run() -> list[dict[str, Any]]:
         client = AsyncRedis.from_url(settings.redis_url)
         try:
-            return await read_counts(client, Keys(settings.key_prefix), shard, iid, query)
+            return await read_counts(client, RedisKeys(settings.key_prefix), shard, iid, query)
         finally:
             await client.aclose()
 

@@ -23,8 +23,9 @@ from app.admin import (
     session_valid,
 )
 from app.counts import parse_query
-from app.keys import Keys
+from app.integration import Integration, Status
 from app.main import create_app
+from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.conftest import ADMIN
 from tests.factories import ADMIN_TOKEN, make_settings
@@ -324,7 +325,7 @@ def test_activity_reader(page_settings: Settings) -> None:
 
     async def run() -> None:
         client = Redis.from_url(page_settings.redis_url)
-        keys = Keys(page_settings.key_prefix)
+        keys = RedisKeys(page_settings.key_prefix)
         try:
             assert await read_activity(client, keys) == {}
             await client.hset(keys.last_event(), mapping={"a": "1700000000", "b": "x"})
@@ -339,14 +340,27 @@ def test_activity_reader(page_settings: Settings) -> None:
 
 def test_health_flags_silent_integrations() -> None:
     now = 2_000_000_000.0
-    record = {"status": "active", "created_at": int(now) - 60}
+    record = _integration(created_at=int(now) - 60)
     assert health(record, None, 0, now).level == "waiting"
     assert health(record, None, 4, now).level == "warning"
     assert health(record, int(now) - 30, 0, now).level == "ok"
     assert health(record, int(now) - 3 * 86400, 0, now).level == "warning"
-    old = {"status": "active", "created_at": int(now) - 3 * 86400}
+    old = _integration(created_at=int(now) - 3 * 86400)
     assert health(old, None, 0, now).level == "warning"
-    assert health({"status": "deleted"}, None, 0, now).level == "deleted"
+    deleted = _integration(created_at=int(now), status=Status.DELETED)
+    assert health(deleted, None, 0, now).level == "deleted"
+
+
+def _integration(created_at: int, status: Status = Status.ACTIVE) -> Integration:
+    return Integration(
+        id="a",
+        name="A",
+        freshchat_domain="a.freshchat.com",
+        created_at=created_at,
+        status=status,
+        shard=0,
+        freshchat_api_key_enc="x",
+    )
 
 
 def test_chart_stacks_queues_per_interval() -> None:

@@ -13,7 +13,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from app.events import Compact, Kind
-from app.keys import Keys
+from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.factories import at, conv_event, iso
 from tests.pipeline import apply_all, counts, store
@@ -59,7 +59,7 @@ def test_worked_example(r: redis.Redis, settings: Settings) -> None:
     store(r, settings, IID, SHARD, worked_example())
     assert apply_all(r, settings, SHARD) == 13
     assert counts(r, settings, IID, SHARD) == WORKED_EXAMPLE_COUNTS
-    assert r.xlen(Keys(settings.key_prefix).stream(SHARD)) == 0
+    assert r.xlen(RedisKeys(settings.key_prefix).stream(SHARD)) == 0
 
 
 def test_worked_example_one_event_per_batch_reversed(r: redis.Redis, settings: Settings) -> None:
@@ -76,7 +76,7 @@ def test_count_moves_to_earlier_event_and_queue(r: redis.Redis, settings: Settin
     store(r, settings, IID, SHARD, [conv_event(chat, "spam", at("2026-11-23T09:00"), G1)])
     apply_all(r, settings, SHARD)
     assert counts(r, settings, IID, SHARD) == {("2026-11-23T09:00Z", "Undefined_Queue"): 1}
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     stats = r.hgetall(keys.queue_stats(SHARD, IID))
     assert stats[b"1:n"] == b"0" and stats[b"0:n"] == b"1"
 
@@ -100,8 +100,8 @@ def test_unknown_group_id_waits_for_a_name(r: redis.Redis, settings: Settings) -
     )  # fmt: skip
     result = Applier(r, settings).apply(SHARD)
     assert (result.applied, result.needs) == (0, [(IID, "g7")])
-    assert r.xlen(Keys(settings.key_prefix).stream(SHARD)) == 1  # kept, not lost or guessed
-    r.hset(Keys(settings.key_prefix).groups(SHARD, IID), "g7", "Sales")
+    assert r.xlen(RedisKeys(settings.key_prefix).stream(SHARD)) == 1  # kept, not lost or guessed
+    r.hset(RedisKeys(settings.key_prefix).groups(SHARD, IID), "g7", "Sales")
     apply_all(r, settings, SHARD)
     assert counts(r, settings, IID, SHARD) == {("2026-11-23T08:00Z", "Sales"): 1}
 
@@ -110,7 +110,7 @@ def test_state_is_one_small_integer_with_ttl(r: redis.Redis, settings: Settings)
     chat = str(uuid.uuid4())
     store(r, settings, IID, SHARD, [conv_event(chat, "resolved", at("2026-11-23T08:05"), G1)])
     apply_all(r, settings, SHARD)
-    [key] = list(r.scan_iter(match=Keys(settings.key_prefix).shard_prefix(SHARD) + "c:*"))
+    [key] = list(r.scan_iter(match=RedisKeys(settings.key_prefix).shard_prefix(SHARD) + "c:*"))
     assert r.object("encoding", key) == b"int"
     assert 89 * 86400 < r.ttl(key) <= 90 * 86400
 
@@ -118,7 +118,7 @@ def test_state_is_one_small_integer_with_ttl(r: redis.Redis, settings: Settings)
 def test_poison_entry_is_dead_lettered_and_fails_visibly(
     r: redis.Redis, settings: Settings
 ) -> None:
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     good = Compact(
         chat="x", kind=Kind.SOLVED, time_ms=at("2026-11-23T08:05"), group_id="", group_name=""
     )
@@ -204,7 +204,7 @@ def test_any_order_and_duplicates_give_the_same_counts(
 def test_freshchat_names_count_at_once_and_ask_for_a_refresh_when_expired(
     r: redis.Redis, settings: Settings
 ) -> None:
-    groups = Keys(settings.key_prefix).groups(SHARD, IID)
+    groups = RedisKeys(settings.key_prefix).groups(SHARD, IID)
     now = int(time.time())
     r.hset(groups, mapping={"g8": f"\1{now + 60}\1Fresh", "g9": f"\1{now - 60}\1Old"})
     store(

@@ -18,8 +18,9 @@ from redis.asyncio import Redis as AsyncRedis
 
 import workers.drain
 from app.events import Compact, Kind
+from app.integration import IntegrationChanges, NewIntegration
 from app.integrations import Integrations
-from app.keys import Keys, text
+from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 from tests.factories import at, env_for, make_settings
 from tests.freshchat_standin import FreshchatStandIn, refused_domain, running
@@ -76,10 +77,11 @@ def add_integration(
     async def run() -> tuple[str, int]:
         client = AsyncRedis.from_url(settings.redis_url)
         try:
-            record = await Integrations(client, settings).create(name, domain, key, None)
+            new = NewIntegration(name=name, freshchat_domain=domain, freshchat_api_key=key)
+            created = await Integrations(client, settings).create(new, None)
         finally:
             await client.aclose()
-        return str(record["id"]), int(record["shard"])
+        return created.id, created.shard
 
     return asyncio.run(run())
 
@@ -97,7 +99,7 @@ def integrations_call(settings: Settings, method: str, *args: Any) -> Any:
 
 def group_map(r: redis.Redis, settings: Settings, shard: int, iid: str) -> dict[str, bytes]:
     """Group id -> name (a Freshchat entry's expiry stripped) or the negative marker."""
-    raw = r.hgetall(Keys(settings.key_prefix).groups(shard, iid))
+    raw = r.hgetall(RedisKeys(settings.key_prefix).groups(shard, iid))
     out = {}
     for k, v in raw.items():
         value = v.encode() if isinstance(v, str) else v
@@ -132,7 +134,7 @@ def test_a_name_from_freshchat_is_refreshed_after_its_ttl(
 ) -> None:
     iid, shard = add_integration(settings, fc.domain)
     assert resolver.resolve(shard, [(iid, "g1")]) is True
-    raw = r.hget(Keys(settings.key_prefix).groups(shard, iid), "g1")
+    raw = r.hget(RedisKeys(settings.key_prefix).groups(shard, iid), "g1")
     assert raw == f"\1{int(T0) + groups.POSITIVE_TTL_S}\1Customer Support".encode()
     fc.script.groups["g1"] = "Customer Care"  # renamed in Freshchat
     clock.now += groups.POSITIVE_TTL_S - 1
@@ -181,7 +183,7 @@ def test_404_counts_in_undefined_queue(
         ("2026-11-23T08:00Z", "Undefined_Queue"): 1,
         ("2026-11-23T08:00Z", "Customer Support"): 1,
     }
-    assert r.xlen(Keys(settings.key_prefix).stream(shard)) == 0
+    assert r.xlen(RedisKeys(settings.key_prefix).stream(shard)) == 0
 
 
 def test_429_honours_retry_after(
@@ -314,7 +316,7 @@ def test_rejected_key_backs_off_until_the_admin_fixes_it(
     clock.now += 1
     assert resolver.resolve(shard, [(iid, "g1")]) is False  # still backing off: no call
     assert len(fc.requests) == 2
-    integrations_call(settings, "update", iid, {"freshchat_api_key": GOOD}, None)
+    integrations_call(settings, "update", iid, IntegrationChanges(freshchat_api_key=GOOD), None)
     assert resolver.resolve(shard, [(iid, "g1")]) is True  # a new key: backoff starts over
     assert group_map(r, settings, shard, iid) == {"g1": b"Customer Support"}
     assert [q.authorization for q in fc.requests] == [
@@ -411,7 +413,7 @@ def solved(chat: str, time_ms: int, gid: str, name: str = "") -> bytes:
 
 def push(r: redis.Redis, settings: Settings, shard: int, iid: str, encoded: list[bytes]) -> None:
     """XADD events as the ingest script does (the integration id filled in)."""
-    stream = Keys(settings.key_prefix).stream(shard)
+    stream = RedisKeys(settings.key_prefix).stream(shard)
     with r.pipeline(transaction=False) as pipe:
         for raw in encoded:
             event = orjson.loads(raw)
@@ -470,7 +472,7 @@ def test_drain_makes_one_lookup_per_unknown_group(
     assert sorted(q.path for q in fc.requests) == ["/v2/groups/gbig", "/v2/groups/gmiss"]
     assert all(q.authorization == f"Bearer {GOOD}" for q in fc.requests)
     assert counts(r, settings, iid, shard) == expected
-    assert r.xlen(Keys(settings.key_prefix).stream(shard)) == 0
+    assert r.xlen(RedisKeys(settings.key_prefix).stream(shard)) == 0
     # More events for the same groups later: served from the cache, no call.
     push(r, settings, shard, iid, [solved("late", at("2026-11-23T12:00"), "gbig")])
     workers.drain.drain(shard)
@@ -492,7 +494,7 @@ def test_events_wait_while_freshchat_is_down(
     iid, shard = add_integration(settings, domain)
     events, expected = workload(iid)
     push(r, settings, shard, iid, events)
-    stream = Keys(settings.key_prefix).stream(shard)
+    stream = RedisKeys(settings.key_prefix).stream(shard)
     waiting = 2 * (200 + 40)  # the 20 named chats do not wait
     standin = FreshchatStandIn(port) if how == "5xx" else None
     try:

@@ -10,8 +10,8 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from app.keys import Keys
 from app.main import create_app
+from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.conftest import ADMIN, create_integration
 from tests.factories import IPARAMS_MARKER, at, conv_event, fixture, make_settings
@@ -30,7 +30,7 @@ def post(client: TestClient, key: str | None, body: object, **headers: str) -> A
 
 
 def pending(r: redis.Redis, settings: Settings) -> int:
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     return sum(r.xlen(keys.stream(s)) for s in range(settings.shards))
 
 
@@ -259,14 +259,14 @@ def test_group_commit_batches_requests_but_keeps_each_one_apart(redis_server: Re
     from redis.asyncio import Redis
 
     from app.commit import GroupCommit, Write
-    from app.keys import Keys
+    from app.redis_keys import RedisKeys
 
     settings = make_settings(redis_server.url, rate_limit_events_per_second=1, rate_limit_burst=3)
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     sync = redis_server.client()
     sync.flushall()
     for iid in ("aaaa", "bbbb"):
-        sync.hset(keys.active_keys(0, iid), f"hash-{iid}", "k")
+        sync.hset(keys.active_api_keys(0, iid), f"hash-{iid}", "k")
     scheduled: list[int] = []
 
     async def run() -> list[int]:
@@ -429,7 +429,7 @@ def test_group_name_with_newlines_survives_the_batched_write(
     name = "Line one\nline two\r\n\n"
     event = conv_event("chat-nl", "resolved", at("2026-11-23T08:00"), ("g-nl", name))
     assert post(client, key, [event, event]).status_code == 202
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     entries: list[Any] = []
     for shard in range(settings.shards):
         entries += r.xrange(keys.stream(shard))  # type: ignore[arg-type]
@@ -447,14 +447,14 @@ def test_group_commit_reloads_its_script_after_redis_forgets_it(
     from redis.asyncio import Redis
 
     from app.commit import GroupCommit, Write
-    from app.keys import Keys
+    from app.redis_keys import RedisKeys
 
     settings = make_settings(redis_server.url)
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     sync = redis_server.client()
     sync.flushall()
     for shard in (0, 1):
-        sync.hset(keys.active_keys(shard, f"i{shard}"), f"hash-{shard}", "k")
+        sync.hset(keys.active_api_keys(shard, f"i{shard}"), f"hash-{shard}", "k")
 
     def write(shard: int, chat: str) -> Write:
         return Write(

@@ -14,8 +14,8 @@ import redis
 from rq import Queue, SimpleWorker
 from starlette.testclient import TestClient
 
-from app.keys import Keys
 from app.main import create_app
+from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.conftest import ADMIN, create_integration
 from tests.factories import ADMIN_TOKEN, at, conv_event, env_for, fixture, make_settings
@@ -107,7 +107,7 @@ def test_metrics_move_by_exact_amounts(
     listed = client.get(f"/v1/integrations/{iid}", headers=ADMIN).json()
     assert listed["auth_failures"] == 1 and listed["last_event_at"] is not None
 
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     r.xadd(keys.stream(0), {"e": b"poison"})
     burst(r, settings)
     after = client.get("/metrics").text
@@ -129,7 +129,7 @@ def test_rq_dashboard_needs_admin_token_and_shows_a_requeueable_failed_event(
     ):
         assert client.get("/rq/", headers=headers).status_code == 401
     assert client.get("/rq/0/data/queues.json").status_code == 401
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     r.xadd(keys.stream(3), {"e": orjson.dumps(["acme000000", "chat", 9, 1, "", ""])})
     burst(r, settings)
     basic = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_TOKEN}".encode()).decode()}
@@ -176,7 +176,7 @@ def test_stale_integration_is_flagged(
         == 202
     )
     time.sleep(0.1)
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     record = orjson.loads(r.hget(keys.integrations(), quiet) or b"{}")
     record["created_at"] -= settings.stale_after_seconds + 60  # created long ago, never sent
     r.hset(keys.integrations(), quiet, orjson.dumps(record))
@@ -270,7 +270,7 @@ def test_rate_limit_answers_429_with_retry_after(redis_server: RedisServer, r: r
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert limited.json()["reason"] == "rate_limited"
         assert client.post(URL, json=events, headers=auth_b).status_code == 202  # per integration
-        keys = Keys(settings.key_prefix)
+        keys = RedisKeys(settings.key_prefix)
         assert (
             sum(r.xlen(keys.stream(s)) for s in range(settings.shards)) == 8
         )  # nothing of the 429

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from app.keys import Keys, text
+from app.redis_keys import RedisKeys, text
 from app.scripts import lua
 from app.settings import Settings
 
@@ -31,7 +31,7 @@ class Applier:
     settings: Settings
 
     def __post_init__(self) -> None:
-        self.keys = Keys(self.settings.key_prefix)
+        self.keys = RedisKeys(self.settings.key_prefix)
         apply_src, release_src = lua("workers/apply.lua").source, lua("app/lua/release.lua").source
         self._apply = self.redis.register_script(apply_src)
         self._release = self.redis.register_script(release_src)

@@ -12,7 +12,7 @@ from redis import Redis
 
 from app.freshchat import observe
 from app.jobs import enqueue_apply_event, enqueue_drain, rq_connection
-from app.keys import Keys
+from app.redis_keys import RedisKeys
 from app.settings import Settings, load_settings
 from workers.applier import Applier
 from workers.groups import GroupResolver
@@ -45,7 +45,7 @@ observe(_count_call)
 def _context() -> tuple[Settings, Redis, Applier, GroupResolver]:
     settings = load_settings()
     redis = rq_connection(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
-    _call_counter[:] = [(redis, Keys(settings.key_prefix).freshchat_calls())]
+    _call_counter[:] = [(redis, RedisKeys(settings.key_prefix).freshchat_calls())]
     return settings, redis, Applier(redis, settings), GroupResolver(redis, settings)
 
 

@@ -1,6 +1,6 @@
 """Resolve group ids the events did not name, via Freshchat, into the integration's map (§5).
 
-The group map (`Keys.groups`) is the cache, shared by every worker process:
+The group map (`RedisKeys.groups`) is the cache, shared by every worker process:
 - positive: `"\\1<expiry>\\1<name>"` from Freshchat, used as is and refreshed after a day
   (the stale name keeps counting while Freshchat is down); a name that events carry is
   written plainly and kept;
@@ -24,16 +24,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 import httpx
-import orjson
 from redis import Redis
 
 from app.errors import AppError
 from app.freshchat import GROUP_TIMEOUT, GroupAnswer, fetch_group
+from app.integration import Integration
 from app.integrations import decrypt_secret
-from app.keys import Keys, text
+from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 
 log = logging.getLogger("injixo.groups")
@@ -97,7 +96,7 @@ class GroupResolver:
     budget_s: float = RESOLVE_BUDGET_S
 
     def __post_init__(self) -> None:
-        self.keys = Keys(self.settings.key_prefix)
+        self.keys = RedisKeys(self.settings.key_prefix)
         self._release = self.redis.register_script(_RELEASE)
 
     def resolve(self, shard: int, needs: list[tuple[str, str]]) -> bool:
@@ -105,37 +104,36 @@ class GroupResolver:
         began = time.monotonic()
         learnt = False
         blocked: set[str] = set()
-        records: dict[str, dict[str, Any] | None] = {}
+        integrations: dict[str, Integration | None] = {}
         for n, (iid, gid) in enumerate(dict.fromkeys(needs)):
             if iid in blocked:
                 continue
             if n and time.monotonic() - began > self.budget_s:
                 log.info("shard %s: group lookups left for the next drain (time budget)", shard)
                 break
-            if iid not in records:
-                records[iid] = self._record(iid)
-            step = self._resolve_one(shard, iid, gid, records[iid])
+            if iid not in integrations:
+                integrations[iid] = self._integration(iid)
+            step = self._resolve_one(shard, iid, gid, integrations[iid])
             if step is _Step.LEARNT:
                 learnt = True
             elif step is _Step.BLOCKED:
                 blocked.add(iid)
         return learnt
 
-    def _record(self, iid: str) -> dict[str, Any] | None:
+    def _integration(self, iid: str) -> Integration | None:
         raw = self.redis.hget(self.keys.integrations(), iid)
-        if raw is None:
-            return None
-        record: dict[str, Any] = orjson.loads(raw)
-        return record
+        return None if raw is None else Integration.load(raw)
 
-    def _resolve_one(self, shard: int, iid: str, gid: str, record: dict[str, Any] | None) -> _Step:
+    def _resolve_one(
+        self, shard: int, iid: str, gid: str, integration: Integration | None
+    ) -> _Step:
         groups = self.keys.groups(shard, iid)
         if usable(self.redis.hget(groups, gid), self.clock()):
             return _Step.LEARNT  # another worker (or an event) named it meanwhile
-        if record is None or record.get("status") == "deleted":
+        if integration is None or not integration.active:
             self.redis.hset(groups, gid, negative_marker(self.clock()))
             return _Step.LEARNT
-        fingerprint = _fingerprint(record)
+        fingerprint = _fingerprint(integration)
         if self._backing_off(shard, iid, fingerprint):
             return _Step.BLOCKED
         token = secrets.token_hex(8)
@@ -149,12 +147,12 @@ class GroupResolver:
                 log.warning("integration %s: group lookups over %s/min", iid, MAX_CALLS_PER_MINUTE)
                 return _Step.BLOCKED
             try:
-                api_key = decrypt_secret(self.settings, record["freshchat_api_key_enc"])
+                api_key = decrypt_secret(self.settings, integration.freshchat_api_key_enc)
             except AppError:
                 log.error("integration %s: Freshchat API key cannot be decrypted", iid)
                 self._back_off(shard, iid, fingerprint, None, "undecryptable key")
                 return _Step.BLOCKED
-            answer = fetch_group(self.client, record["freshchat_domain"], api_key, gid)
+            answer = fetch_group(self.client, integration.freshchat_domain, api_key, gid)
             return self._store(shard, iid, gid, fingerprint, answer)
         finally:
             self._release(keys=[lock], args=[token])
@@ -220,7 +218,7 @@ class GroupResolver:
         return int(calls) <= MAX_CALLS_PER_MINUTE
 
 
-def _fingerprint(record: dict[str, Any]) -> str:
+def _fingerprint(integration: Integration) -> str:
     """Changes when the admin changes the Freshchat key or domain (then backoff starts over)."""
-    material = f"{record.get('freshchat_domain')}\n{record.get('freshchat_api_key_enc')}"
+    material = f"{integration.freshchat_domain}\n{integration.freshchat_api_key_enc}"
     return hashlib.sha256(material.encode()).hexdigest()[:16]

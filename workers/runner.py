@@ -12,8 +12,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue, SimpleWorker
 
 from app.jobs import enqueue_drain, rq_connection
-from app.keys import Keys
 from app.logs import configure
+from app.redis_keys import RedisKeys
 from app.settings import Settings
 
 log = logging.getLogger("injixo.worker")
@@ -36,7 +36,7 @@ def schedule_pending(redis: Redis, settings: Settings, force: bool = False) -> l
     Covers a web process that died between storing and enqueueing, a drain killed
     mid-batch (its flag's lease runs out), and events waiting for a group name.
     """
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     lease_ms = int(settings.drain_lease_seconds * 1000)
     with redis.pipeline(transaction=False) as pipe:
         for shard in range(settings.shards):

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis
 
-from app.keys import Keys
+from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.e2e.processes import Process, Web, wait_for
 from tests.factories import ADMIN_TOKEN, IPARAMS_MARKER, READER_TOKEN, at, conv_event
@@ -55,7 +55,7 @@ def read_rows(web: Web, iid: str, day: str = "2026-11-23") -> dict[tuple[str, st
 
 
 def pending(r: redis.Redis, settings: Settings) -> int:
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     return sum(r.xlen(keys.stream(s)) for s in range(settings.shards))
 
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
-from app.keys import Keys
+from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.e2e.processes import Process, Web
 from tests.factories import ADMIN_TOKEN, IPARAMS_MARKER, READER_TOKEN, conv_event
@@ -232,7 +232,7 @@ def read_counts(url: str, iid: str, day: datetime | None = None) -> dict[tuple[s
 
 def pending(r: redis.Redis, settings: Settings) -> int:
     """Entries waiting in the shard streams."""
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     with r.pipeline(transaction=False) as pipe:
         for shard in range(settings.shards):
             pipe.xlen(keys.stream(shard))
@@ -241,7 +241,7 @@ def pending(r: redis.Redis, settings: Settings) -> int:
 
 def processed(r: redis.Redis, settings: Settings) -> tuple[int, int]:
     """(applied, dead-lettered) events over all shards, from the workers' stats."""
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     applied = dead = 0
     for shard in range(settings.shards):
         stats = r.hgetall(keys.stats(shard))

@@ -31,8 +31,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from redis.asyncio import Redis as AsyncRedis
 
+from app.integration import NewIntegration
 from app.integrations import Integrations
-from app.keys import Keys
+from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.e2e.processes import Process, Web
 from tests.factories import ADMIN_TOKEN, READER_TOKEN, conv_event, iso
@@ -118,9 +119,12 @@ def _target_integration(settings: Settings, domain: str) -> tuple[str, str]:
         try:
             insecure = settings.model_copy(update={"freshchat_allow_insecure": True})
             integrations = Integrations(client, insecure)
-            record = await integrations.create("Fuzz target", domain, "fc-good-key", None)
-            key = await integrations.create_key(record["id"])
-            return str(record["id"]), key["api_key"]
+            new = NewIntegration(
+                name="Fuzz target", freshchat_domain=domain, freshchat_api_key="fc-good-key"
+            )
+            created = await integrations.create(new, None)
+            key = await integrations.create_key(created.id)
+            return created.id, key["api_key"]
         finally:
             await client.aclose()
 
@@ -520,7 +524,7 @@ def run_raw_sockets(target: Target, rng: random.Random, base: int) -> int:
 
 def waiting_entries(r: redis.Redis, settings: Settings) -> list[list[Any]]:
     """Decoded entries still in the shard streams."""
-    keys = Keys(settings.key_prefix)
+    keys = RedisKeys(settings.key_prefix)
     out = []
     for shard in range(settings.shards):
         entries: Any = r.xrange(keys.stream(shard))
@@ -557,7 +561,7 @@ def test_ten_thousand_hostile_inputs(
         assert processed(r, settings) == (0, 0)
         stored = pending(r, settings)
         assert stored == tally.accepted, (stored, tally.accepted)
-        keys = Keys(settings.key_prefix)
+        keys = RedisKeys(settings.key_prefix)
         assert all(r.xlen(keys.dead(sh)) == 0 for sh in range(settings.shards))
 
         # The worker applies what was accepted: nothing dead-lettered, and what is left waits

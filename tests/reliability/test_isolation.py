@@ -73,7 +73,7 @@ def test_keys_are_bound_to_their_integration_and_cannot_read(
         assert read_counts(one.url, a) == {(slot, "Undefined_Queue"): 40}
         assert read_counts(one.url, b) == {}
 
-        # Keys cannot read, list or administer anything: neither their own data nor others'.
+        # RedisKeys cannot read, list or administer anything: neither their own data nor others'.
         day = base_day().strftime("%Y-%m-%dT%H:%M:%SZ")
         for key in (key_a, key_b):
             for iid in (a, b):

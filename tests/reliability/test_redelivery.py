@@ -17,8 +17,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from app.keys import Keys
 from app.main import create_app
+from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.conftest import create_integration as create_integration_in_process
 from tests.e2e.test_pipeline_e2e import expected_counts
@@ -166,6 +166,8 @@ def test_property_three_deliveries_any_order_any_batching(
             apply_all(r, settings, shard, batch=drain)
         assert pending(r, settings) == 0
         shard = int(
-            orjson.loads(r.hget(Keys(settings.key_prefix).integrations(), iid) or b"{}")["shard"]
+            orjson.loads(r.hget(RedisKeys(settings.key_prefix).integrations(), iid) or b"{}")[
+                "shard"
+            ]
         )
         assert counts(r, settings, iid, shard) == expected_counts(histories)

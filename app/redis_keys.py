@@ -1,8 +1,8 @@
-"""Every Redis key name the product uses, in one place.
+"""Every Redis key name the product uses, in one place (API keys are `app.auth`'s).
 
 Per-shard data carries the hash tag `{N}` (N = the integration's shard), so one Lua call
 only ever touches keys of one slot and the data side could move to Redis Cluster.
-The Lua scripts build the same names from `Keys.shard_prefix`; keep them in step.
+The Lua scripts build the same names from `RedisKeys.shard_prefix`; keep them in step.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def text(value: Any) -> str:
 
 
 @dataclass(frozen=True)
-class Keys:
+class RedisKeys:
     """Key names under one configurable prefix."""
 
     prefix: str
@@ -27,19 +27,19 @@ class Keys:
         """Hash: integration id -> JSON record."""
         return f"{self.prefix}:integrations"
 
-    def names(self) -> str:
+    def name_index(self) -> str:
         """Hash: folded integration name -> integration id (uniqueness index)."""
         return f"{self.prefix}:names"
 
-    def api_key(self, key_hash: str) -> str:
+    def api_key_owner(self, key_hash: str) -> str:
         """String: SHA-256 of an injixo API key -> `integration_id:key_id`."""
         return f"{self.prefix}:apikey:{key_hash}"
 
-    def key_meta(self, integration_id: str) -> str:
+    def api_key_meta(self, integration_id: str) -> str:
         """Hash: key id -> JSON metadata (prefix, created/revoked times, hash)."""
         return f"{self.prefix}:keymeta:{integration_id}"
 
-    def key_used(self, integration_id: str) -> str:
+    def api_key_used(self, integration_id: str) -> str:
         """Hash: key id -> last-used unix time (written at most once a minute per key)."""
         return f"{self.prefix}:keyused:{integration_id}"
 
@@ -80,7 +80,7 @@ class Keys:
         """String with a lease: a drain job for this shard is queued or running."""
         return self.shard_prefix(shard) + "drain"
 
-    def active_keys(self, shard: int, integration_id: str) -> str:
+    def active_api_keys(self, shard: int, integration_id: str) -> str:
         """Hash: key hash -> key id, for the keys that may ingest right now."""
         return f"{self.shard_prefix(shard)}k:{integration_id}"
 
