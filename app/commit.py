@@ -16,8 +16,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
+from app.lua import STORED_OK, Lua, StoreOutcome, load, store_outcome
 from app.redis_keys import RedisKeys
-from app.scripts import lua
 from app.settings import Settings
 
 MAX_EVENTS_PER_CALL = 5000  # bounds how long one script call holds Redis
@@ -31,7 +31,7 @@ class Write:
     integration_id: str
     key_hash: str
     events: list[bytes]
-    future: asyncio.Future[int] = field(init=False)
+    future: asyncio.Future[StoreOutcome] = field(init=False)
 
 
 Call = list[list[Write]]  # one script call: the writes of one shard, grouped per API key
@@ -39,7 +39,7 @@ Call = list[list[Write]]  # one script call: the writes of one shard, grouped pe
 
 @dataclass
 class GroupCommit:
-    """Batches writes; `store` answers 0 (stored), -1 (key not active) or -(100 + s)."""
+    """Batches writes; `store` answers each write's outcome (stored, key not active, limited)."""
 
     redis: Redis
     settings: Settings
@@ -56,7 +56,7 @@ class GroupCommit:
             s.rate_limit_burst,
         ]
 
-    async def store(self, write: Write) -> int:
+    async def store(self, write: Write) -> StoreOutcome:
         """Queue the write and wait for its outcome (RedisError if Redis failed)."""
         write.future = asyncio.get_running_loop().create_future()
         self.pending.append(write)
@@ -104,14 +104,11 @@ class GroupCommit:
         return keys, args
 
     async def _flush(self) -> None:
-        script = lua("app/lua/ingest.lua")
+        script = load(Lua.INGEST)
         while self.pending:
             batch, self.pending = self.pending, []
             calls = self._calls(batch)
-            # The embedded dev server drops the connection on NOSCRIPT: send the source there.
-            results = await self._send(
-                calls, script.sha, script.source if script.embedded else None
-            )
+            results = await self._send(calls, script.sha, None)
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
             if missing:
                 # Redis restarted or flushed its scripts: EVAL the source (caching it again).
@@ -152,9 +149,12 @@ class GroupCommit:
                     write.future.set_exception(result)
             return
         schedule, listed = result
-        codes = [int(c) for c in listed.split(b",")] if listed else [0] * len(writes)
-        for write, code in zip(writes, codes, strict=True):
+        if listed:
+            outcomes = [store_outcome(int(c)) for c in listed.split(b",")]
+        else:
+            outcomes = [STORED_OK] * len(writes)
+        for write, outcome in zip(writes, outcomes, strict=True):
             if not write.future.done():
-                write.future.set_result(code)
+                write.future.set_result(outcome)
         if schedule:
             self.on_schedule(writes[0].shard)

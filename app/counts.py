@@ -13,13 +13,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from redis.asyncio import Redis
 
 from app.errors import BadRequest
+from app.lua import SLOT_MS, SLOTS_PER_DAY, UNDEFINED_QUEUE
 from app.redis_keys import RedisKeys, text
 
-SLOT_MS = 900_000
-SLOTS_PER_DAY = 96
 MAX_RANGE = timedelta(days=31)
 INTERVALS = (15, 30, 60)
-UNDEFINED_QUEUE = "Undefined_Queue"
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 1, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.auth import bearer_token, token_matches
 from app.settings import Settings
 
-SessionCheck = Callable[[Request], bool]
+SessionCheck = Callable[[Request], bool]  # True when the request is signed in to the page
 
 
 def _basic_password(request: Request) -> str | None:
@@ -31,7 +31,7 @@ class AdminGate:
     """Let a request through only with the admin token (Bearer, or as the Basic password
     so a browser can sign in) or a signed-in admin page session."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, session: SessionCheck | None) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, session: SessionCheck) -> None:
         self.app = app
         self.allowed = (settings.admin_token,)
         self.session = session
@@ -43,7 +43,7 @@ class AdminGate:
             ok = token_matches(bearer_token(request), self.allowed) or token_matches(
                 _basic_password(request), self.allowed
             )
-            if not ok and self.session is not None:
+            if not ok:
                 ok = self.session(request)
             if not ok:
                 response = Response(
@@ -57,8 +57,9 @@ class AdminGate:
         await self.app(scope, receive, send)
 
 
-def dashboard_app(settings: Settings, session: SessionCheck | None = None) -> ASGIApp:
-    """rq-dashboard as an ASGI app for mounting at /rq."""
+def dashboard_app(settings: Settings, session: SessionCheck) -> ASGIApp:
+    """rq-dashboard as an ASGI app for mounting at /rq; `session` is the admin page's
+    sign-in check (required, so the mount cannot silently drop the page's session)."""
     import rq_dashboard  # imported lazily: Flask is only needed when the dashboard is served
     from a2wsgi import WSGIMiddleware
     from flask import Flask

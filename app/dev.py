@@ -10,15 +10,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 from cryptography.fernet import Fernet
-
-from app.scripts import EMBEDDED_ENV
 
 STATE_DIR = Path(".dev")
 
@@ -38,22 +35,10 @@ def _answers(url: str) -> bool:
 
 
 def start_embedded() -> tuple[Callable[[], None], str]:
-    """Fallback when there is no redis-server: fakeredis's TCP server in this process.
+    """Fallback when there is no redis-server: the embedded one (`app.dev_redis`)."""
+    from app.dev_redis import start  # imports fakeredis: only when it is needed
 
-    Pure Python from PyPI (with lupa for Lua), so it works wherever pip does; it keeps
-    nothing on disk, which is fine for trying the product and wrong for production.
-    """
-    from fakeredis import TcpFakeServer
-
-    port = free_port()
-    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
-    threading.Thread(target=server.serve_forever, name="embedded-redis", daemon=True).start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-
-    url = f"redis://127.0.0.1:{port}/0"
+    url, stop = start(free_port())
     deadline = time.monotonic() + 10
     while not _answers(url):
         if time.monotonic() > deadline:
@@ -122,7 +107,6 @@ def run_dev(port: int | None = None) -> int:
             kind = "private redis-server"
         else:
             stop_embedded, url = start_embedded()
-            env[EMBEDDED_ENV] = "1"
             kind = "embedded (fakeredis: no redis-server on PATH; nothing is kept on disk)"
         # A private Redis starts empty, so a fresh encryption key is fine.
         env.setdefault("ENCRYPTION_KEY", Fernet.generate_key().decode())

@@ -10,9 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import threading
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -22,6 +19,7 @@ import httpx
 
 from app.domains import api_base
 from app.errors import BadRequest, FreshchatUnreachable, UpstreamError
+from app.metrics import VERIFICATIONS
 
 log = logging.getLogger("injixo.freshchat")
 
@@ -31,7 +29,9 @@ TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 GROUP_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 MAX_GROUP_NAME = 255
 
-#: Every outcome of a Freshchat call (metric label values; `GroupAnswer.outcome`).
+#: Every outcome of a Freshchat call (metric label values; `GroupAnswer.outcome`); the
+#: web tier counts key checks in `injixo_freshchat_verifications`, the workers count group
+#: lookups in Redis for `injixo_freshchat_requests`.
 OUTCOMES = (
     "ok",
     "not_found",
@@ -42,11 +42,6 @@ OUTCOMES = (
     "bad_response",
 )
 
-#: Calls made by this process, by (operation, outcome); operations: "verify", "group".
-CALLS: Counter[tuple[str, str]] = Counter()
-_calls_lock = threading.Lock()
-_observers: list[Callable[[str, str], None]] = []
-
 # Printable ASCII without spaces: what a bearer token can be (RFC 6750 b64token and more).
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")
 
@@ -54,21 +49,6 @@ REJECTED = (
     "Freshchat rejected the API key: copy the key of a user with the Account "
     "Administrator role (Freshchat > Settings > API Tokens)"
 )
-
-
-def observe(callback: Callable[[str, str], None]) -> None:
-    """Call `callback(operation, outcome)` after every Freshchat call (e.g. a metric)."""
-    _observers.append(callback)
-
-
-def _record(operation: str, outcome: str) -> None:
-    with _calls_lock:
-        CALLS[(operation, outcome)] += 1
-    for callback in list(_observers):
-        try:
-            callback(operation, outcome)
-        except Exception:  # a broken metric must not break the call
-            log.exception("Freshchat call observer failed")
 
 
 def _headers(api_key: str) -> dict[str, str]:
@@ -129,10 +109,10 @@ async def verify_api_key(domain: str, api_key: str, timeout: httpx.Timeout = TIM
                 url, params={"items_per_page": 1}, headers=_headers(api_key)
             )
     except httpx.HTTPError as exc:
-        _record("verify", "network_error")
+        VERIFICATIONS.labels("network_error").inc()
         raise _unreachable(domain, _network_why(exc)) from None
     outcome = _outcome(response.status_code)
-    _record("verify", outcome)
+    VERIFICATIONS.labels(outcome).inc()
     if outcome == "unauthorized":
         raise UpstreamError(REJECTED)
     if outcome != "ok":
@@ -170,17 +150,13 @@ def fetch_group(client: httpx.Client, domain: str, api_key: str, group_id: str) 
     The client carries the timeouts (GROUP_TIMEOUT unless the caller chose others).
     """
     if not _TOKEN.match(api_key):
-        _record("group", "unauthorized")
         return GroupAnswer(outcome="unauthorized")
     url = f"{api_base(domain)}/groups/{quote(group_id, safe='')}"
     try:
         response = client.get(url, headers=_headers(api_key))
     except httpx.HTTPError:
-        _record("group", "network_error")
         return GroupAnswer(outcome="network_error")
-    answer = _group_answer(response)
-    _record("group", answer.outcome)
-    return answer
+    return _group_answer(response)
 
 
 def _group_answer(response: httpx.Response) -> GroupAnswer:

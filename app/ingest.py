@@ -31,6 +31,7 @@ from app.events import parse_body, to_compacts
 from app.integration import Integration
 from app.jobs import enqueue_drain
 from app.logs import LOGGED, REQUEST_LINES
+from app.lua import Stored, StoreOutcome
 from app.metrics import AUTH_FAILURES, count_accepted, count_rejected
 from app.redis_keys import RedisKeys, text
 from app.schemas import Accepted
@@ -208,10 +209,12 @@ class Ingest:
         now_ms = int(time.time() * 1000)
         compacts, ignored = to_compacts(events, now_ms, self.settings.future_tolerance_seconds)
         encoded = [c.encode(cred.integration_id) for c in compacts]
-        result = await self._store(cred, encoded)
-        if result <= -100:
-            raise RateLimited("rate limit exceeded for this integration", retry_after=-result - 100)
-        if result < 0:
+        outcome = await self._store(cred, encoded)
+        if outcome.stored is Stored.RATE_LIMITED:
+            raise RateLimited(
+                "rate limit exceeded for this integration", retry_after=outcome.retry_after
+            )
+        if outcome.stored is Stored.KEY_NOT_ACTIVE:
             AUTH_FAILURES.labels(cred.integration_id).inc()
             self._spawn(self._record_auth_failure(cred.integration_id))
             raise Unauthorized(UNAUTHORIZED)
@@ -240,7 +243,7 @@ class Ingest:
                 return b"".join(chunks)
             chunks.append(chunk)
 
-    async def _store(self, cred: Credential, encoded: list[bytes]) -> int:
+    async def _store(self, cred: Credential, encoded: list[bytes]) -> StoreOutcome:
         write = Write(cred.shard, cred.integration_id, cred.key_hash, encoded)
         try:
             return await self.commit.store(write)

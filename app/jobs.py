@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import uuid
-from typing import Any
 
 from redis import Redis
 from rq import Queue
 
-from app.scripts import EMBEDDED_ENV
 from app.settings import Settings
 
 DRAIN = "workers.drain.drain"
 APPLY_EVENT = "workers.drain.apply_event"
 DRAIN_TIMEOUT_S = 300
-
-
-def rq_connection(url: str, **options: Any) -> Redis:
-    """A sync client for RQ. On the embedded dev server (fakeredis, which closes the
-    connection after any error reply) RQ's INFO probe would fail, so its cached answer
-    is set up front; on a real Redis nothing changes."""
-    client = Redis.from_url(url, **options)
-    if os.environ.get(EMBEDDED_ENV) == "1":
-        setattr(client, "__rq_redis_server_version", (7, 0, 0))
-    return client
 
 
 def enqueue_drain(redis: Redis, settings: Settings, shard: int) -> str:

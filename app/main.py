@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -18,13 +19,12 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from app.admin import PAGE_ROUTES
+from app.admin import PAGE_ROUTES, session_check
 from app.api import ROUTES
 from app.dashboard import dashboard_app
 from app.errors import AppError, storage_unavailable
 from app.ingest import EVENTS_PATH, Ingest
 from app.integrations import Integrations
-from app.jobs import rq_connection
 from app.logs import REQUEST_LINES, RequestLog, configure
 from app.metrics import metrics
 from app.openapi import openapi
@@ -122,7 +122,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             socket_connect_timeout=2,
             retry=retry,
         )
-        sync_redis = rq_connection(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        sync_redis = SyncRedis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
+        )
         app.state.settings = settings
         app.state.redis = redis
         app.state.integrations = Integrations(redis, settings)
@@ -142,7 +144,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Mount("/rq", app=dashboard_app(settings)),
+        Mount("/rq", app=dashboard_app(settings, session_check(settings))),
     ]
     configure(settings.log_level)
     app = App(

@@ -24,7 +24,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.activity import is_stale, read_activity
-from app.freshchat import observe
 from app.integration import Integration
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
@@ -73,14 +72,6 @@ VERIFICATIONS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
-
-
-def _count_verification(operation: str, outcome: str) -> None:
-    if operation == "verify":
-        VERIFICATIONS.labels(outcome).inc()
-
-
-observe(_count_verification)
 
 
 _ACCEPTED = EVENTS.labels("accepted", "")  # bound once: labels() costs a lookup per call

@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from app.errors import AppError
 from app.events import Compact, Kind, parse_body, to_compacts
 from app.ingest import EVENTS_PATH
+from app.lua import UNDEFINED_QUEUE
 from app.redis_keys import text
 
 MAX_EVENTS = 500
@@ -33,7 +34,6 @@ FUTURE_TOLERANCE_S = 86_400
 CHAT_TTL_MS = 90 * 86_400_000
 NAIVE_QUEUE = "naive"
 NAIVE_IID = "naive"
-UNDEFINED_QUEUE = "Undefined_Queue"
 
 
 def _validate(body: bytes) -> tuple[list[Compact], int]:

@@ -1,4 +1,4 @@
-"""Child process: time `workers.drain.drain(shard)` until the shards' streams are empty.
+"""Child process: time `Drainer.drain(shard)` until the shards' streams are empty.
 
 Prints `{"applied": n, "seconds": s, "left": pending}` as JSON on stdout.
 """
@@ -9,14 +9,18 @@ import sys
 import time
 
 import orjson
+from redis import Redis
 
 from app.redis_keys import RedisKeys
-from workers.drain import _context, drain
+from app.settings import load_settings
+from workers.drain import Drainer
 
 
 def main(shards: list[int]) -> None:
     """Drain the shards in this process, one after the other, until all are empty; report."""
-    settings, redis, _, _ = _context()
+    settings = load_settings()
+    redis = Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    drainer = Drainer.build(settings, redis)
     streams = [RedisKeys(settings.key_prefix).stream(shard) for shard in shards]
     redis.ping()
     applied = 0
@@ -26,7 +30,7 @@ def main(shards: list[int]) -> None:
         if not busy:
             break
         for shard in busy:
-            applied += int(drain(shard)["applied"])
+            applied += int(drainer.drain(shard)["applied"])
     seconds = time.perf_counter() - began
     left = sum(int(redis.xlen(stream)) for stream in streams)
     sys.stdout.write(orjson.dumps({"applied": applied, "seconds": seconds, "left": left}).decode())

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from app.lua import SLOT_MS
 from bench.common import (
     GROUPS,
     PY,
@@ -26,8 +27,6 @@ from bench.common import (
 )
 from bench.ingest import CONNECTIONS, RATE, serve
 from tests.factories import READER_TOKEN
-
-SLOT_MS = 900_000
 
 
 def _iso(ms: int) -> str:

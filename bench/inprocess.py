@@ -90,11 +90,12 @@ def switch_off(parts: set[str]) -> None:
     """Replace parts of the real endpoint with no-ops (diagnostic only)."""
     import app.ingest
     import app.logs
+    from app.lua import STORED_OK, StoreOutcome
 
     if "store" in parts:
 
-        async def stored(self: app.ingest.Ingest, cred: Any, encoded: Any) -> int:
-            return 0
+        async def stored(self: app.ingest.Ingest, cred: Any, encoded: Any) -> StoreOutcome:
+            return STORED_OK
 
         app.ingest.Ingest._store = stored  # type: ignore[method-assign]
     if "log" in parts:

@@ -11,8 +11,9 @@ import orjson
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from app.counts import SLOT_MS, Query, read_counts
+from app.counts import Query, read_counts
 from app.events import parse_body, to_compacts
+from app.lua import SLOT_MS
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 from workers.applier import Applier

@@ -13,16 +13,15 @@ import redis
 from starlette.testclient import TestClient
 
 from app.activity import Activity, read_activity
-from app.admin import (
+from app.admin.session import (
     SESSION_COOKIE,
-    _safe_next,
-    build_chart,
+    SESSION_TTL_SECONDS,
     csrf_token,
-    health,
     new_session,
+    safe_next,
     session_valid,
 )
-from app.counts import parse_query
+from app.admin.status import health
 from app.integration import Integration, Status
 from app.main import create_app
 from app.redis_keys import RedisKeys
@@ -58,7 +57,11 @@ def sign_in(web: TestClient) -> str:
     """Sign in with the admin token; returns the page CSRF token."""
     form = web.get("/signin")
     assert form.status_code == 200
-    response = web.post("/signin", data={"token": ADMIN_TOKEN, "csrf": hidden_csrf(form.text)})
+    response = web.post(
+        "/signin",
+        data={"token": ADMIN_TOKEN, "csrf": hidden_csrf(form.text)},
+        follow_redirects=False,  # also with the shared `client`, which follows them
+    )
     assert response.status_code == 303, response.text
     assert response.headers["location"] == "/account/integrations"
     page = web.get("/account/integrations")
@@ -135,9 +138,9 @@ def test_signin_redirects_back_only_to_local_paths(web: TestClient) -> None:
         data={"token": ADMIN_TOKEN, "csrf": hidden_csrf(form.text), "next": "https://evil.example"},
     )
     assert response.headers["location"] == "/account/integrations"
-    assert _safe_next("/\t/evil.example") == "/account/integrations"
-    assert _safe_next("/\\evil.example") == "/account/integrations"
-    assert _safe_next("/account/integrations/abc?day=2026-11-20") == (
+    assert safe_next("/\t/evil.example") == "/account/integrations"
+    assert safe_next("/\\evil.example") == "/account/integrations"
+    assert safe_next("/account/integrations/abc?day=2026-11-20") == (
         "/account/integrations/abc?day=2026-11-20"
     )
 
@@ -363,15 +366,19 @@ def _integration(created_at: int, status: Status = Status.ACTIVE) -> Integration
     )
 
 
-def test_chart_stacks_queues_per_interval() -> None:
-    query = parse_query("2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z", "60", None, None)
-    rows = [
-        {"interval_start": "2026-11-20T08:00:00Z", "queue": "Billing", "contacts": 1},
-        {"interval_start": "2026-11-20T08:00:00Z", "queue": "Customer Support", "contacts": 3},
-    ]
-    chart = build_chart(rows, query)
-    assert len(chart["bars"]) == 2
-    assert [item["queue"] for item in chart["legend"]] == ["Billing", "Customer Support"]
-    heights = sorted(bar["h"] for bar in chart["bars"])
-    assert heights[1] == pytest.approx(3 * heights[0], rel=0.01)
-    assert chart["labels"][0]["text"] == "00:00"
+def test_rq_dashboard_accepts_the_page_session(client: TestClient, settings: Settings) -> None:
+    assert client.get("/rq/").status_code == 401
+    forged = f"{int(time.time())}.{'0' * 64}"
+    expired = new_session(settings, now=time.time() - SESSION_TTL_SECONDS - 60)
+    for value in (forged, expired, "garbage"):
+        client.cookies.set(SESSION_COOKIE, value)
+        assert client.get("/rq/").status_code == 401, value
+    client.cookies.clear()
+    sign_in(client)
+    assert client.cookies.get(SESSION_COOKIE)
+    dashboard = client.get("/rq/")
+    assert dashboard.status_code == 200
+    assert "RQ dashboard" in dashboard.text
+    assert client.get("/rq/0/data/queues.json").status_code == 200
+    client.cookies.clear()
+    assert client.get("/rq/").status_code == 401

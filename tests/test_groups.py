@@ -22,12 +22,13 @@ from app.integration import IntegrationChanges, NewIntegration
 from app.integrations import Integrations
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
-from tests.factories import at, env_for, make_settings
+from tests.factories import at, make_settings
 from tests.freshchat_standin import FreshchatStandIn, refused_domain, running
 from tests.pipeline import counts
 from tests.redis_server import RedisServer, free_port
 from workers import groups
 from workers.applier import Applier
+from workers.drain import Drainer
 from workers.groups import GroupResolver
 
 GOOD = "fc-good-key"
@@ -402,7 +403,7 @@ def test_time_budget_leaves_the_rest_for_the_next_drain(
     assert len(fc.requests) == 1
 
 
-# Through the real drain job (workers.drain.drain), settings from the environment.
+# Through the real drain job (workers.drain.drain), served with a Drainer as the worker does.
 
 
 def solved(chat: str, time_ms: int, gid: str, name: str = "") -> bytes:
@@ -423,21 +424,13 @@ def push(r: redis.Redis, settings: Settings, shard: int, iid: str, encoded: list
 
 
 @pytest.fixture
-def drain_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in env_for(settings).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("DRAIN_BATCH", "50")  # many batches: one lookup across all of them
-    workers.drain._context.cache_clear()
-    yield
-    close_drain_context()
-
-
-def close_drain_context() -> None:
-    if workers.drain._context.cache_info().currsize:
-        _, conn, _, resolver = workers.drain._context()
-        resolver.client.close()
-        conn.close()
-    workers.drain._context.cache_clear()
+def drain_env(settings: Settings, r: redis.Redis) -> Iterator[Drainer]:
+    """The drain jobs served by one Drainer, as the worker runner serves them."""
+    batches = settings.model_copy(update={"drain_batch": 50})  # one lookup across many
+    drainer = Drainer.build(batches, r)
+    with workers.drain.serving(drainer):
+        yield drainer
+    drainer.close()
 
 
 def workload(iid: str) -> tuple[list[bytes], dict[tuple[str, str], int]]:
@@ -461,7 +454,7 @@ def workload(iid: str) -> tuple[list[bytes], dict[tuple[str, str], int]]:
 
 
 def test_drain_makes_one_lookup_per_unknown_group(
-    r: redis.Redis, settings: Settings, fc: FreshchatStandIn, drain_env: None
+    r: redis.Redis, settings: Settings, fc: FreshchatStandIn, drain_env: Drainer
 ) -> None:
     fc.script.groups["gbig"] = "Customer Support"
     iid, shard = add_integration(settings, fc.domain)
@@ -484,7 +477,7 @@ def test_drain_makes_one_lookup_per_unknown_group(
 def test_events_wait_while_freshchat_is_down(
     r: redis.Redis,
     settings: Settings,
-    drain_env: None,
+    drain_env: Drainer,
     how: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -506,7 +499,7 @@ def test_events_wait_while_freshchat_is_down(
         assert counts(r, settings, iid, shard) == {("2026-11-23T08:00Z", "Sales"): 20}
         if standin is not None:
             assert len(standin.requests) == 1  # ...and no storm: the integration waits
-        resolver = workers.drain._context()[3]
+        resolver = drain_env.resolver
         retry_at = float(r.hget(resolver.keys.group_backoff(shard, iid), "at") or 0)
         assert 0 < retry_at - time.time() <= groups.BACKOFF_START_S
         # A drain before the retry time changes nothing and asks nobody.

@@ -10,6 +10,7 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from app.lua import STORED_OK, Stored, StoreOutcome
 from app.main import create_app
 from app.redis_keys import RedisKeys
 from app.settings import Settings
@@ -269,7 +270,7 @@ def test_group_commit_batches_requests_but_keeps_each_one_apart(redis_server: Re
         sync.hset(keys.active_api_keys(0, iid), f"hash-{iid}", "k")
     scheduled: list[int] = []
 
-    async def run() -> list[int]:
+    async def run() -> list[StoreOutcome]:
         client = Redis.from_url(settings.redis_url)
         commit = GroupCommit(client, settings, scheduled.append)
         writes = [
@@ -283,8 +284,8 @@ def test_group_commit_batches_requests_but_keeps_each_one_apart(redis_server: Re
         finally:
             await client.aclose()
 
-    codes = asyncio.run(run())
-    assert codes[0] == 0 and codes[1] == -1 and codes[2] <= -101 and codes[3] == 0
+    codes = [outcome.stored for outcome in asyncio.run(run())]
+    assert codes == [Stored.OK, Stored.KEY_NOT_ACTIVE, Stored.RATE_LIMITED, Stored.OK]
     entries: Any = sync.xrange(keys.stream(0))
     stored = [orjson.loads(f[b"e"])[1] for _, f in entries]
     assert stored == ["c1", "c2", "c6"]
@@ -461,7 +462,7 @@ def test_group_commit_reloads_its_script_after_redis_forgets_it(
             shard, f"i{shard}", f"hash-{shard}", [f'["i{shard}","{chat}",0,1,"",""]'.encode()]
         )
 
-    async def run() -> list[int]:
+    async def run() -> list[StoreOutcome]:
         client = Redis.from_url(settings.redis_url)
         commit = GroupCommit(client, settings, lambda shard: None)
         try:
@@ -474,5 +475,5 @@ def test_group_commit_reloads_its_script_after_redis_forgets_it(
         finally:
             await client.aclose()
 
-    assert asyncio.run(run()) == [0, 0, 0, 0]
+    assert asyncio.run(run()) == [STORED_OK] * 4
     assert sync.xlen(keys.stream(0)) == 3 and sync.xlen(keys.stream(1)) == 1

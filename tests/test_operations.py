@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -18,9 +17,9 @@ from app.main import create_app
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.conftest import ADMIN, create_integration
-from tests.factories import ADMIN_TOKEN, at, conv_event, env_for, fixture, make_settings
+from tests.factories import ADMIN_TOKEN, at, conv_event, fixture, make_settings
 from tests.redis_server import RedisServer
-from workers import drain as drain_module
+from workers.drain import Drainer, serving
 from workers.runner import schedule_pending
 
 URL = "/v1/freshchat/events"
@@ -43,18 +42,20 @@ def total(text: str, name: str) -> float:
 
 
 @pytest.fixture
-def worker_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    for name, value in env_for(settings).items():
-        monkeypatch.setenv(name, value)
-    drain_module._context.cache_clear()
-    yield settings
-    drain_module._context.cache_clear()
+def worker_env(settings: Settings) -> Settings:
+    """The settings the in-process worker runs with."""
+    return settings
 
 
 def burst(r: redis.Redis, settings: Settings) -> None:
-    """Drain everything in-process with a real RQ SimpleWorker."""
+    """Drain everything in-process with a real RQ SimpleWorker serving a Drainer."""
     schedule_pending(r, settings, force=True)
-    SimpleWorker([Queue(settings.rq_queue, connection=r)], connection=r).work(burst=True)
+    drainer = Drainer.build(settings, r)
+    try:
+        with serving(drainer):
+            SimpleWorker([Queue(settings.rq_queue, connection=r)], connection=r).work(burst=True)
+    finally:
+        drainer.close()
 
 
 def test_metrics_move_by_exact_amounts(
@@ -217,45 +218,37 @@ def test_openapi_describes_every_public_endpoint(client: TestClient) -> None:
 
 
 def test_freshchat_lookups_are_counted_in_metrics(
-    redis_server: RedisServer, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, r: redis.Redis
 ) -> None:
     from tests.freshchat_standin import running
 
     settings = make_settings(redis_server.url, freshchat_allow_insecure=True)
-    for name, value in env_for(settings).items():
-        monkeypatch.setenv(name, value)
-    drain_module._context.cache_clear()
-    try:
-        with running() as standin, TestClient(create_app(settings)) as client:
-            standin.script.groups["g5"] = "Sales"
-            body = {
-                "name": "Acme",
-                "freshchat_domain": standin.domain,
-                "freshchat_api_key": "fc-good-key",
-            }
-            created = client.post("/v1/integrations", json=body, headers=ADMIN)
-            assert created.status_code == 201
-            before = client.get("/metrics").text
-            iid = created.json()["id"]
-            key = client.post(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_key"]
-            events = [
-                conv_event(f"c{i}", "resolved", at("2026-11-23T08:00"), None, group_id_only=gid)
-                for i, gid in enumerate(["g5", "g5", "g404", "g5"])
-            ]
-            assert (
-                client.post(
-                    URL, json=events, headers={"Authorization": f"Bearer {key}"}
-                ).status_code
-                == 202
-            )
-            burst(r, settings)
-            after = client.get("/metrics").text
-            assert metric(after, "injixo_freshchat_requests_total", outcome="ok") == 1
-            assert metric(after, "injixo_freshchat_requests_total", outcome="not_found") == 1
-            assert metric(before, "injixo_freshchat_verifications_total", outcome="ok") >= 1
-            assert len(standin.group_gets()) == 2
-    finally:
-        drain_module._context.cache_clear()
+    with running() as standin, TestClient(create_app(settings)) as client:
+        standin.script.groups["g5"] = "Sales"
+        body = {
+            "name": "Acme",
+            "freshchat_domain": standin.domain,
+            "freshchat_api_key": "fc-good-key",
+        }
+        created = client.post("/v1/integrations", json=body, headers=ADMIN)
+        assert created.status_code == 201
+        before = client.get("/metrics").text
+        iid = created.json()["id"]
+        key = client.post(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_key"]
+        events = [
+            conv_event(f"c{i}", "resolved", at("2026-11-23T08:00"), None, group_id_only=gid)
+            for i, gid in enumerate(["g5", "g5", "g404", "g5"])
+        ]
+        assert (
+            client.post(URL, json=events, headers={"Authorization": f"Bearer {key}"}).status_code
+            == 202
+        )
+        burst(r, settings)
+        after = client.get("/metrics").text
+        assert metric(after, "injixo_freshchat_requests_total", outcome="ok") == 1
+        assert metric(after, "injixo_freshchat_requests_total", outcome="not_found") == 1
+        assert metric(before, "injixo_freshchat_verifications_total", outcome="ok") >= 1
+        assert len(standin.group_gets()) == 2
 
 
 def test_rate_limit_answers_429_with_retry_after(redis_server: RedisServer, r: redis.Redis) -> None:

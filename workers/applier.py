@@ -1,4 +1,4 @@
-"""Thin Python wrapper around `apply.lua` and `release.lua`."""
+"""Thin Python wrapper around the apply and end-drain scripts (`app/lua/`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from app.lua import Lua, bind
 from app.redis_keys import RedisKeys, text
-from app.scripts import lua
 from app.settings import Settings
 
 
@@ -31,14 +31,11 @@ class Applier:
     settings: Settings
 
     def __post_init__(self) -> None:
-        self.keys = RedisKeys(self.settings.key_prefix)
-        apply_src, release_src = lua("workers/apply.lua").source, lua("app/lua/release.lua").source
-        self._apply = self.redis.register_script(apply_src)
-        self._release = self.redis.register_script(release_src)
-        # Loaded up front: EVALSHA then finds them (NOSCRIPT after a Redis restart is still
-        # handled by redis-py's Script, which loads and retries).
-        for source in (apply_src, release_src):
-            self.redis.script_load(source)
+        self.redis_keys = RedisKeys(self.settings.key_prefix)
+        # redis-py's Script sends EVALSHA and loads the source again after NOSCRIPT
+        # (a Redis restart), so nothing needs loading up front.
+        self._apply = bind(self.redis, Lua.APPLY)
+        self._end_drain = bind(self.redis, Lua.END_DRAIN)
 
     def apply(
         self,
@@ -50,12 +47,12 @@ class Applier:
         end: str = "+",
     ) -> BatchResult:
         """Apply up to `count` entries from `start`; from the dead-letter stream if asked."""
-        stream, dead = self.keys.stream(shard), self.keys.dead(shard)
-        source = dead if dead_letter else stream
+        rk = self.redis_keys
+        stream, dead = rk.stream(shard), rk.dead(shard)
         out = self._apply(
-            keys=[source, dead],
+            keys=[dead if dead_letter else stream, dead, rk.stats(shard)],
             args=[
-                self.keys.shard_prefix(shard),
+                rk.shard_prefix(shard),
                 start,
                 count or self.settings.drain_batch,
                 self.settings.chat_ttl_days * 86_400_000,
@@ -73,10 +70,10 @@ class Applier:
 
     def release(self, shard: int, start: str) -> bool:
         """Drop the drain flag unless entries arrived past `start`; True if more to do."""
-        keys = [self.keys.stream(shard), self.keys.drain_flag(shard)]
-        return bool(self._release(keys=keys, args=[start]))
+        keys = [self.redis_keys.stream(shard), self.redis_keys.drain_flag(shard)]
+        return bool(self._end_drain(keys=keys, args=[start]))
 
     def hold(self, shard: int) -> None:
         """(Re)take the drain flag's lease while this drain runs."""
         lease_ms = int(self.settings.drain_lease_seconds * 1000)
-        self.redis.set(self.keys.drain_flag(shard), "1", px=lease_ms)
+        self.redis.set(self.redis_keys.drain_flag(shard), "1", px=lease_ms)

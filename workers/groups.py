@@ -32,6 +32,7 @@ from app.errors import AppError
 from app.freshchat import GROUP_TIMEOUT, GroupAnswer, fetch_group
 from app.integration import Integration
 from app.integrations import decrypt_secret
+from app.lua import NEGATIVE_MARK, POSITIVE_MARK, Lua, bind
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 
@@ -46,11 +47,6 @@ LOCK_TTL_MS = 30_000  # longer than one lookup can take with GROUP_TIMEOUT
 MAX_CALLS_PER_MINUTE = 120  # per integration, across all workers
 RESOLVE_BUDGET_S = 5.0  # start no new lookup after this long in one resolve() call
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 class _Step(Enum):
     LEARNT = "learnt"  # the map now answers for this group id
@@ -64,12 +60,12 @@ def _client() -> httpx.Client:
 
 def negative_marker(now: float) -> str:
     """Map value for "Freshchat has no such group": Undefined_Queue until the expiry."""
-    return "\0" + str(int(now) + NEGATIVE_TTL_S)
+    return NEGATIVE_MARK + str(int(now) + NEGATIVE_TTL_S)
 
 
 def positive_entry(name: str, now: float) -> str:
     """Map value for a name learnt from Freshchat: used as is, refreshed after the expiry."""
-    return f"\1{int(now) + POSITIVE_TTL_S}\1{name}"
+    return f"{POSITIVE_MARK}{int(now) + POSITIVE_TTL_S}{POSITIVE_MARK}{name}"
 
 
 def usable(value: bytes | str | None, now: float) -> bool:
@@ -77,10 +73,10 @@ def usable(value: bytes | str | None, now: float) -> bool:
     if value is None:
         return False
     raw = value.encode() if isinstance(value, str) else value
-    if not raw.startswith((b"\0", b"\1")):
+    if not raw.startswith((NEGATIVE_MARK.encode(), POSITIVE_MARK.encode())):
         return True
     try:
-        return int(raw[1:].split(b"\1", 1)[0]) > int(now)
+        return int(raw[1:].split(POSITIVE_MARK.encode(), 1)[0]) > int(now)
     except ValueError:
         return False
 
@@ -97,7 +93,7 @@ class GroupResolver:
 
     def __post_init__(self) -> None:
         self.keys = RedisKeys(self.settings.key_prefix)
-        self._release = self.redis.register_script(_RELEASE)
+        self._unlock = bind(self.redis, Lua.UNLOCK)
 
     def resolve(self, shard: int, needs: list[tuple[str, str]]) -> bool:
         """Look up each (integration, group id); True if any name or 404 was learnt."""
@@ -153,9 +149,11 @@ class GroupResolver:
                 self._back_off(shard, iid, fingerprint, None, "undecryptable key")
                 return _Step.BLOCKED
             answer = fetch_group(self.client, integration.freshchat_domain, api_key, gid)
+            # Workers are separate processes: the count lives in Redis, /metrics reads it.
+            self.redis.hincrby(self.keys.freshchat_calls(), answer.outcome, 1)
             return self._store(shard, iid, gid, fingerprint, answer)
         finally:
-            self._release(keys=[lock], args=[token])
+            self._unlock(keys=[lock], args=[token])
 
     def _store(
         self, shard: int, iid: str, gid: str, fingerprint: str, answer: GroupAnswer

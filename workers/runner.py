@@ -1,4 +1,5 @@
-"""The worker process: an RQ worker plus a janitor that schedules drains nobody scheduled."""
+"""The worker process: an RQ worker serving one Drainer, plus a janitor that schedules
+drains nobody scheduled."""
 
 from __future__ import annotations
 
@@ -11,23 +12,13 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue, SimpleWorker
 
-from app.jobs import enqueue_drain, rq_connection
+from app.jobs import enqueue_drain
 from app.logs import configure
 from app.redis_keys import RedisKeys
 from app.settings import Settings
+from workers.drain import Drainer, serving
 
 log = logging.getLogger("injixo.worker")
-
-
-class DrainWorker(SimpleWorker):
-    """SimpleWorker that also runs against the embedded dev Redis (fakeredis), whose
-    CLIENT INFO reply redis-py cannot parse; the address is only shown in dashboards."""
-
-    def _set_ip_address(self, connection: Redis) -> None:
-        try:
-            super()._set_ip_address(connection)
-        except ValueError:
-            self.ip_address = "unknown"
 
 
 def schedule_pending(redis: Redis, settings: Settings, force: bool = False) -> list[int]:
@@ -69,31 +60,41 @@ def _janitor(redis: Redis, settings: Settings, stop: threading.Event) -> None:
 def run_worker(settings: Settings, burst: bool = False) -> bool:
     """Work RQ jobs (burst: until nothing is pending, then return)."""
     configure(settings.log_level)
-    redis = rq_connection(settings.redis_url, socket_connect_timeout=5)
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
     schedule_pending(redis, settings, force=burst)
     stop = threading.Event()
     if not burst:
-        janitor_redis = rq_connection(settings.redis_url, socket_connect_timeout=5)
+        janitor_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
         threading.Thread(
             target=_janitor, args=(janitor_redis, settings, stop), name="janitor", daemon=True
         ).start()
+    data = Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    drainer = Drainer.build(settings, data)
+    try:
+        with serving(drainer):
+            return _work(settings, redis, burst)
+    finally:
+        stop.set()
+        drainer.close()
+        data.close()
+
+
+def _work(settings: Settings, redis: Redis, burst: bool) -> bool:
+    """RQ's work loop, started again when Redis comes back after an outage."""
     # SimpleWorker runs jobs in-process: a drain job is long and cheap to restart, so a
     # fork (or spawn) per job would only add latency (the architecture note's 9 events/s).
     worked = False
-    try:
-        while True:
-            worker = DrainWorker([Queue(settings.rq_queue, connection=redis)], connection=redis)
-            try:
-                worked |= bool(worker.work(burst=burst, logging_level=settings.log_level))
-            except RedisConnectionError:  # RQ gives up when Redis goes away mid-loop
-                if burst:
-                    raise
-            if burst or worker._shutdown_requested_date is not None or _redis_up(redis):
-                return worked
-            log.warning("lost Redis; working again as soon as it answers")
-            _wait_for_redis(redis)
-    finally:
-        stop.set()
+    while True:
+        worker = SimpleWorker([Queue(settings.rq_queue, connection=redis)], connection=redis)
+        try:
+            worked |= bool(worker.work(burst=burst, logging_level=settings.log_level))
+        except RedisConnectionError:  # RQ gives up when Redis goes away mid-loop
+            if burst:
+                raise
+        if burst or worker._shutdown_requested_date is not None or _redis_up(redis):
+            return worked
+        log.warning("lost Redis; working again as soon as it answers")
+        _wait_for_redis(redis)
 
 
 def _redis_up(redis: Redis) -> bool:

@@ -367,3 +367,28 @@ def _walk(page: Page, web: Web, standin: str) -> None:
             break
         time.sleep(0.2)
     expect(page.locator("#auth-failures")).to_have_text("1")
+
+
+def test_rq_dashboard_opens_with_the_page_session_in_chromium(web: Web, browser: Browser) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        # A 401 carries a Basic challenge, which headless Chromium turns into a navigation
+        # error: ask through the context's own client, which shares its cookie jar.
+        assert context.request.get(web.base + "/rq/").status == 401
+        page.goto(web.base + "/signin")
+        page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(web.base + "/account/integrations")
+        # The session cookie (SameSite=Strict, path /) goes along to the dashboard.
+        dashboard = page.goto(web.base + "/rq/")
+        assert dashboard is not None and dashboard.status == 200
+        expect(page).to_have_title("RQ dashboard")
+        assert context.request.get(web.base + "/rq/").status == 200  # the same jar, signed in
+        page.goto(web.base + "/account/integrations")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page).to_have_url(web.base + "/signin")
+        assert context.request.get(web.base + "/rq/").status == 401
+    finally:
+        context.close()

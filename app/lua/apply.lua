@@ -3,12 +3,12 @@
 -- Per-chat state is a join-semilattice (earliest terminal time, then smallest queue
 -- name), so applying an event twice, or events in any order, ends in the same counts.
 --
--- KEYS[1] source stream, KEYS[2] dead-letter stream
+-- KEYS[1] source stream, KEYS[2] dead-letter stream, KEYS[3] the shard's worker counters
 -- ARGV: shard key prefix, start id ('-' or '(<id>'), count, chat ttl ms,
 --       counts retention s, now (unix s), single ('1': fail instead of dead-letter), end id
 -- Returns {last id read, applied, {iid, gid, ...} needing a group name, {dead ids}, error}
 
-local src, dead = KEYS[1], KEYS[2]
+local src, dead, stats = KEYS[1], KEYS[2], KEYS[3]
 local P = ARGV[1]
 local start, count = ARGV[2], tonumber(ARGV[3])
 local chat_ttl, keep_s, now_s = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -201,8 +201,8 @@ for _, entry in ipairs(entries) do
   end
 end
 
-if applied > 0 then redis.call('HINCRBY', P .. 'stats', 'processed', applied) end
-if #dead_ids > 0 then redis.call('HINCRBY', P .. 'stats', 'dead', #dead_ids) end
+if applied > 0 then redis.call('HINCRBY', stats, 'processed', applied) end
+if #dead_ids > 0 then redis.call('HINCRBY', stats, 'dead', #dead_ids) end
 for i = 1, #done, 1000 do
   redis.call('XDEL', src, unpack(done, i, math.min(i + 999, #done)))
 end

@@ -1,0 +1,154 @@
+"""What every admin page shares: templates, security headers, the signed-in `Page`, guards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from redis.asyncio import Redis
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from app.admin.session import HOME, csrf_token, request_session, same_origin, tokens_match
+from app.integrations import Integrations
+from app.redis_keys import RedisKeys
+from app.settings import Settings
+
+APP_DIR = Path(__file__).parent.parent
+MAX_FIELD_CHARS = 4096
+MAX_FORM_BYTES = 64 * 1024
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _when(value: int | None) -> str:
+    """A Unix time as the page shows it."""
+    if value is None:
+        return "never"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+TEMPLATES = Jinja2Templates(
+    env=jinja2.Environment(
+        loader=jinja2.FileSystemLoader(APP_DIR / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a misspelt name fails the test, not the page
+    )
+)
+TEMPLATES.env.filters["when"] = _when
+
+
+def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    """Render a template with the page headers (no caching, strict CSP)."""
+    base = {"csrf": "", "signed_in": False}
+    return TEMPLATES.TemplateResponse(
+        request, name, {**base, **context}, status_code=status, headers=PAGE_HEADERS
+    )
+
+
+@dataclass
+class Page:
+    """What every signed-in page needs."""
+
+    request: Request
+    settings: Settings
+    integrations: Integrations
+    session: str
+    csrf: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.csrf = csrf_token(self.settings, self.session)
+
+    @property
+    def redis(self) -> Redis:
+        """The app's Redis client."""
+        return self.integrations.redis
+
+    @property
+    def keys(self) -> RedisKeys:
+        """Redis key names."""
+        return self.integrations.redis_keys
+
+    def render(self, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        """A template response with the CSRF token and the security headers."""
+        return render(self.request, name, {"csrf": self.csrf, "signed_in": True, **context}, status)
+
+    def not_found(self, message: str) -> Response:
+        """The 404 page."""
+        return self.render("error.html", {"title": "Not found", "message": message}, 404)
+
+
+def signed_in_page(request: Request) -> Page | None:
+    """The page context when the request carries a valid session, else None."""
+    settings: Settings = request.app.state.settings
+    session = request_session(settings, request)
+    if session is None:
+        return None
+    return Page(request, settings, request.app.state.integrations, session)
+
+
+def forbidden(request: Request, why: str) -> Response:
+    """The 403 page."""
+    return render(request, "error.html", {"title": "Forbidden", "message": why}, 403)
+
+
+def signin_redirect(request: Request) -> Response:
+    """To the sign-in form, coming back here afterwards (to the list after a POST)."""
+    target = request.url.path
+    if request.url.query:
+        target += "?" + request.url.query
+    if request.method != "GET":
+        target = HOME  # a POST cannot be replayed by a redirect
+    return RedirectResponse("/signin?next=" + quote(target, safe=""), status_code=303)
+
+
+def form_too_large(request: Request) -> Response | None:
+    """Forms are small: refuse a body over the limit (or of unknown size) before parsing."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= MAX_FORM_BYTES:
+        return None
+    return render(
+        request, "error.html", {"title": "Too large", "message": "The form is too large."}, 413
+    )
+
+
+async def posted_form(request: Request) -> tuple[Page, FormData] | Response:
+    """A signed-in POST with a matching CSRF token and origin, or the response refusing it."""
+    page = signed_in_page(request)
+    if page is None:
+        return signin_redirect(request)
+    if not same_origin(request):
+        return forbidden(request, "The request came from another site.")
+    too_large = form_too_large(request)
+    if too_large is not None:
+        return too_large
+    form = await request.form(max_files=0, max_fields=20)
+    if not tokens_match(form.get("csrf"), page.csrf):
+        return forbidden(request, "The form has expired or was not sent by this page. Reload.")
+    return page, form
+
+
+def form_field(form: FormData, name: str) -> str:
+    """A text field, cut to a sane length (a file or a missing field reads as empty)."""
+    value = form.get(name)
+    return value[:MAX_FIELD_CHARS] if isinstance(value, str) else ""
+
+
+def sentence(message: str) -> str:
+    """A domain error message as the page shows it: capitalised."""
+    return message[:1].upper() + message[1:] if message else message

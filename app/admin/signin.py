@@ -1,0 +1,102 @@
+"""Signing in to the admin page with the admin token, and signing out."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from app.admin.page import (
+    forbidden,
+    form_too_large,
+    posted_form,
+    render,
+    signed_in_page,
+)
+from app.admin.session import (
+    SESSION_COOKIE,
+    SESSION_TTL_SECONDS,
+    new_session,
+    safe_next,
+    same_origin,
+    tokens_match,
+)
+from app.auth import token_matches
+from app.settings import Settings
+
+SIGNIN_COOKIE = "ijx_admin_signin"
+# There is no session yet to bind a CSRF token to, so the form's token is a random value
+# echoed in a cookie scoped to /signin (double submit).
+SIGNIN_TOKEN_TTL_SECONDS = 3600
+SIGNIN_FAILURE_DELAY = 0.3  # slows guessing the admin token through the form
+
+
+def _signin_form(request: Request, error: str | None, status: int) -> Response:
+    token = secrets.token_urlsafe(32)
+    response = render(
+        request,
+        "signin.html",
+        {
+            "title": "Sign in",
+            "csrf": token,
+            "error": error,
+            "next": safe_next(request.query_params.get("next")),
+        },
+        status,
+    )
+    response.set_cookie(
+        SIGNIN_COOKIE,
+        token,
+        max_age=SIGNIN_TOKEN_TTL_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/signin",
+    )
+    return response
+
+
+async def signin_page(request: Request) -> Response:
+    """GET shows the form; POST checks the admin token and starts a session."""
+    settings: Settings = request.app.state.settings
+    if request.method == "GET":
+        if signed_in_page(request) is not None:
+            return RedirectResponse(safe_next(request.query_params.get("next")), 303)
+        return _signin_form(request, None, 200)
+    if not same_origin(request):
+        return forbidden(request, "The request came from another site.")
+    too_large = form_too_large(request)
+    if too_large is not None:
+        return too_large
+    form = await request.form(max_files=0, max_fields=10)
+    if not tokens_match(form.get("csrf"), request.cookies.get(SIGNIN_COOKIE) or ""):
+        return forbidden(request, "The sign-in form has expired. Reload the page and try again.")
+    token = form.get("token")
+    if not token_matches(token if isinstance(token, str) else None, (settings.admin_token,)):
+        await asyncio.sleep(SIGNIN_FAILURE_DELAY)
+        return _signin_form(request, "That is not the admin token.", 401)
+    nxt = form.get("next")
+    response = RedirectResponse(safe_next(nxt if isinstance(nxt, str) else None), 303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        new_session(settings),
+        max_age=SESSION_TTL_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",  # the pages and the /rq dashboard
+    )
+    response.delete_cookie(SIGNIN_COOKIE, path="/signin")
+    return response
+
+
+async def post_signout(request: Request) -> Response:
+    """End the session (POST with CSRF)."""
+    posted = await posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    response = RedirectResponse("/signin", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
