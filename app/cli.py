@@ -13,7 +13,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.counts import parse_query, read_counts, to_csv
+from app.counts import INTERVALS, parse_query, read_counts, to_csv
 from app.errors import AppError
 from app.freshchat import verify_api_key
 from app.integration import NewIntegration
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     contacts.add_argument("id", help="integration id")
     contacts.add_argument("--from", dest="from_", required=True, help="ISO 8601 start (inclusive)")
     contacts.add_argument("--to", required=True, help="ISO 8601 end (exclusive)")
-    contacts.add_argument("--interval", type=int, default=15, choices=(15, 30, 60))
+    contacts.add_argument("--interval", type=int, default=INTERVALS[0], choices=INTERVALS)
     contacts.add_argument("--tz", help="IANA time zone for 30/60-minute intervals")
     contacts.add_argument("--queue", help="only this source queue")
     contacts.add_argument("--csv", action="store_true", help="CSV with a header line")

@@ -17,7 +17,8 @@ from app.lua import SLOT_MS, SLOTS_PER_DAY, UNDEFINED_QUEUE
 from app.redis_keys import RedisKeys, text
 
 MAX_RANGE = timedelta(days=31)
-INTERVALS = (15, 30, 60)
+INTERVALS = (15, 30, 60)  # minutes; the CLI, the page and /openapi.json offer these
+_INTERVALS_TEXT = ", ".join(map(str, INTERVALS[:-1])) + f" or {INTERVALS[-1]}"
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 1, tzinfo=UTC)
 
@@ -76,11 +77,11 @@ def parse_query(
 ) -> Query:
     """Validate the query string of a counts request; BadRequest says what is wrong."""
     try:
-        minutes = int(interval) if interval else 15
+        minutes = int(interval) if interval else INTERVALS[0]
     except ValueError:
         minutes = -1
     if minutes not in INTERVALS:
-        raise BadRequest("`interval` must be 15, 30 or 60 (minutes)")
+        raise BadRequest(f"`interval` must be {_INTERVALS_TEXT} (minutes)")
     zone = _zone(tz)
     begin, finish = _instant("from", start, zone), _instant("to", end, zone)
     if finish <= begin:

@@ -7,7 +7,6 @@ SSRF guard, a redirect would step around it) and never puts the API key anywhere
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from dataclasses import dataclass
@@ -20,8 +19,6 @@ import httpx
 from app.domains import api_base
 from app.errors import BadRequest, FreshchatUnreachable, UpstreamError
 from app.metrics import VERIFICATIONS
-
-log = logging.getLogger("injixo.freshchat")
 
 #: Key verification on save: a person is waiting, but Freshchat may be slow to answer.
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)

@@ -1,8 +1,9 @@
 """The integration as a type: its stored record, its inputs and its public view (§2).
 
 Adding a field: put it on `Integration` (with a default, so records stored before it
-still load), on the input model if people set it, and on `IntegrationOut` if it is shown;
-mypy then finds every place that must handle it.
+still load), on the input models if people set it (the store copies such fields as they
+are; only the `CHECKED` ones get its own validation), and on `IntegrationOut` if it is
+shown; mypy then points at `public()`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ class Status(StrEnum):
 
     ACTIVE = "active"
     DELETED = "deleted"  # keys revoked, no ingestion; counts stay readable
+
+
+#: Input fields the store checks and transforms itself (trimmed, normalised, encrypted).
+CHECKED = frozenset({"name", "freshchat_domain", "freshchat_api_key"})
 
 
 class NewIntegration(BaseModel):
@@ -42,9 +47,17 @@ class IntegrationChanges(BaseModel):
 
     def empty(self) -> bool:
         """Nothing to change."""
-        return (
-            self.name is None and self.freshchat_domain is None and self.freshchat_api_key is None
-        )
+        return all(value is None for value in self.model_dump().values())
+
+    def plain(self) -> dict[str, object]:
+        """The given fields the store takes as they are (not `CHECKED`)."""
+        return self.model_dump(exclude=set(CHECKED), exclude_none=True)
+
+    @classmethod
+    def names(cls) -> str:
+        """The fields, for messages: "a, b or c"."""
+        fields = list(cls.model_fields)
+        return ", ".join(fields[:-1]) + f" or {fields[-1]}"
 
 
 class Integration(BaseModel):

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from app.auth import generate_key
 from app.domains import normalise_domain
 from app.errors import BadRequest, Conflict, NotFound
-from app.integration import Integration, IntegrationChanges, NewIntegration, Status
+from app.integration import CHECKED, Integration, IntegrationChanges, NewIntegration, Status
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 
@@ -101,6 +101,7 @@ class Integrations:
             await verify(domain, api_key)
         iid = new_integration_id()
         integration = Integration(
+            **new.model_dump(exclude=set(CHECKED)),
             id=iid,
             name=name,
             freshchat_domain=domain,
@@ -119,7 +120,7 @@ class Integrations:
     ) -> Integration:
         """Rename, change domain or Freshchat key; verification as on create."""
         if changes.empty():
-            raise BadRequest("nothing to change: give name, freshchat_domain or freshchat_api_key")
+            raise BadRequest(f"nothing to change: give {IntegrationChanges.names()}")
         old = await self.get(integration_id)
         if not old.active:
             raise Conflict("the integration is deleted")
@@ -138,7 +139,7 @@ class Integrations:
             if not await self.redis.hsetnx(self.redis_keys.name_index(), _fold(name), old.id):
                 raise Conflict(f"an integration named {name!r} already exists")
             await self.redis.hdel(self.redis_keys.name_index(), _fold(old.name))
-        updated: dict[str, object] = {"name": name, "freshchat_domain": domain}
+        updated = {**changes.plain(), "name": name, "freshchat_domain": domain}
         if api_key is not None:
             updated["freshchat_api_key_enc"] = encrypt_secret(self.settings, api_key)
         integration = old.model_copy(update=updated)

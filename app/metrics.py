@@ -99,6 +99,15 @@ class _Snapshot(Collector):
         return iter(self.families)
 
 
+#: Counters the workers keep per shard in the `RedisKeys.stats` hash: field -> (metric, help).
+#: A new worker-side counter is one HINCRBY on that hash where the work happens plus a
+#: line here; tests/test_lua.py checks that every field the scripts count is listed.
+WORKER_COUNTERS = {
+    "processed": ("injixo_processed_events", "Events applied by the workers."),
+    "dead": ("injixo_dead_letter_events", "Events the batch could not apply (each an RQ job)."),
+}
+
+
 def _stream_age(first: list[object], now_ms: int) -> float:
     if not first:
         return 0.0
@@ -131,14 +140,10 @@ async def system_families(request: Request) -> Iterator[Metric]:
         "Age of the oldest pending event (processing lag).",
         labels=["shard"],
     )
-    processed = CounterMetricFamily(
-        "injixo_processed_events", "Events applied by the workers.", labels=["shard"]
-    )
-    dead_total = CounterMetricFamily(
-        "injixo_dead_letter_events",
-        "Events the batch could not apply (each an RQ job).",
-        labels=["shard"],
-    )
+    worker = {
+        field: CounterMetricFamily(name, help_text, labels=["shard"])
+        for field, (name, help_text) in WORKER_COUNTERS.items()
+    }
     dead_now = GaugeMetricFamily(
         "injixo_dead_letter_pending", "Dead-lettered events not yet applied.", labels=["shard"]
     )
@@ -148,8 +153,8 @@ async def system_families(request: Request) -> Iterator[Metric]:
         backlog.add_metric(label, int(length))
         age.add_metric(label, _stream_age(first, now_ms))
         counters = {text(k): int(v) for k, v in stats.items()}
-        processed.add_metric(label, counters.get("processed", 0))
-        dead_total.add_metric(label, counters.get("dead", 0))
+        for field, family in worker.items():
+            family.add_metric(label, counters.get(field, 0))
         dead_now.add_metric(label, int(dead))
     calls = CounterMetricFamily(
         "injixo_freshchat_requests",
@@ -177,7 +182,7 @@ async def system_families(request: Request) -> Iterator[Metric]:
         stale.add_metric([integration.id], 1.0 if stale_now else 0.0)
         if act and act.last_event_at:
             last.add_metric([integration.id], act.last_event_at)
-    return iter([backlog, age, processed, dead_total, dead_now, calls, stale, last])
+    return iter([backlog, age, *worker.values(), dead_now, calls, stale, last])
 
 
 def _process_counters() -> bytes:

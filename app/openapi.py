@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api import IntegrationIn, IntegrationPatch
+from app.counts import INTERVALS
 from app.events import ConversationEvent, OtherEvent
 from app.schemas import (
     Accepted,
@@ -21,6 +23,7 @@ from app.schemas import (
     IntegrationOut,
     Queues,
 )
+from app.settings import Settings
 
 REF = "#/components/schemas/{model}"
 MODELS: list[type[BaseModel]] = [
@@ -80,8 +83,9 @@ def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[st
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
-def build() -> dict[str, Any]:
-    """The OpenAPI 3.1 document."""
+@cache
+def build(max_events: int) -> dict[str, Any]:
+    """The OpenAPI 3.1 document (`max_events`: the MAX_BATCH_EVENTS in force)."""
     components = {}
     for model in MODELS:
         schema = TypeAdapter(model).json_schema(ref_template=REF, by_alias=True)
@@ -93,7 +97,7 @@ def build() -> dict[str, Any]:
         iid,
         _query("from", {"type": "string", "format": "date-time"}, True),
         _query("to", {"type": "string", "format": "date-time"}, True),
-        _query("interval", {"type": "integer", "enum": [15, 30, 60]}),
+        _query("interval", {"type": "integer", "enum": list(INTERVALS)}),
         _query("tz", {"type": "string"}),
         _query("queue", {"type": "string"}),
         _query("format", {"type": "string", "enum": ["json", "csv"]}),
@@ -101,14 +105,19 @@ def build() -> dict[str, Any]:
     paths = {
         "/v1/freshchat/events": {
             "post": _op(
-                "Store Freshworks product events (one payload or an array of up to 500)",
+                f"Store Freshworks product events (one payload or an array of up to {max_events})",
                 ("202", _ref(Accepted)),
                 ("400", "401", "413", "415", "429", "503"),
                 "apiKey",
                 body={
                     "oneOf": [
                         event,
-                        {"type": "array", "items": event, "minItems": 1, "maxItems": 500},
+                        {
+                            "type": "array",
+                            "items": event,
+                            "minItems": 1,
+                            "maxItems": max_events,
+                        },
                     ]
                 },
             )
@@ -200,9 +209,7 @@ def build() -> dict[str, Any]:
     }
 
 
-DOCUMENT = build()
-
-
 async def openapi(request: Request) -> Response:
-    """Serve the document."""
-    return Response(orjson.dumps(DOCUMENT), media_type="application/json")
+    """Serve the document for this process's settings."""
+    settings: Settings = request.app.state.settings
+    return Response(orjson.dumps(build(settings.max_batch_events)), media_type="application/json")

@@ -24,6 +24,7 @@ from app.lua import (
     load,
     store_outcome,
 )
+from app.metrics import WORKER_COUNTERS
 
 
 def source(script: Lua) -> str:
@@ -78,3 +79,11 @@ def test_the_apply_script_knows_every_event_kind() -> None:
 def test_scripts_are_read_once_per_process() -> None:
     assert load(Lua.APPLY) is load(Lua.APPLY)
     assert len(load(Lua.APPLY).sha) == 40
+
+
+def test_every_worker_counter_the_scripts_keep_is_exported() -> None:
+    counted = set()
+    for script in Lua:
+        counted |= set(re.findall(r"'HINCRBY', stats, '([a-z_]+)'", source(script)))
+    assert counted == {"processed", "dead"}
+    assert counted <= set(WORKER_COUNTERS)
