@@ -48,7 +48,7 @@ class GroupCommit:
     task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        self.keys = RedisKeys(self.settings.key_prefix)
+        self.redis_keys = RedisKeys(self.settings.key_prefix)
         s = self.settings
         self.head = [
             int(s.drain_lease_seconds * 1000),
@@ -86,14 +86,14 @@ class GroupCommit:
 
     def _keys_args(self, call: Call) -> tuple[list[str], list[Any]]:
         shard = call[0][0].shard
-        keys = [self.keys.stream(shard), self.keys.drain_flag(shard)]
+        keys = [self.redis_keys.stream(shard), self.redis_keys.drain_flag(shard)]
         events: list[bytes] = []
         args: list[Any] = [*self.head, b""]
         for writes in call:
             first = writes[0]
             keys += [
-                self.keys.active_api_keys(shard, first.integration_id),
-                self.keys.rate_bucket(shard, first.integration_id),
+                self.redis_keys.active_api_keys(shard, first.integration_id),
+                self.redis_keys.rate_bucket(shard, first.integration_id),
             ]
             args += [first.key_hash, ",".join([str(len(w.events)) for w in writes])]
             for w in writes:

@@ -98,7 +98,7 @@ class KeyDirectory:
     """
 
     redis: Redis
-    keys: RedisKeys
+    redis_keys: RedisKeys
     known: dict[str, Credential] = field(default_factory=dict)
     unknown: dict[str, float] = field(default_factory=dict)
     shards: dict[str, int] = field(default_factory=dict)
@@ -112,7 +112,7 @@ class KeyDirectory:
         now = time.monotonic()
         if self.unknown.get(key_hash, 0.0) > now:
             return None
-        raw = await self.redis.get(self.keys.api_key_owner(key_hash))
+        raw = await self.redis.get(self.redis_keys.api_key_owner(key_hash))
         if raw is None:
             if len(self.unknown) >= NEGATIVE_MAX:
                 self.unknown.clear()
@@ -121,7 +121,7 @@ class KeyDirectory:
         integration_id, _, key_id = text(raw).partition(":")
         shard = self.shards.get(integration_id)
         if shard is None:
-            raw = await self.redis.hget(self.keys.integrations(), integration_id)
+            raw = await self.redis.hget(self.redis_keys.integrations(), integration_id)
             if raw is None:
                 return None
             shard = Integration.load(raw).shard
@@ -138,7 +138,7 @@ class Ingest:
     settings: Settings
     redis: Redis
     sync_redis: SyncRedis
-    keys: RedisKeys
+    redis_keys: RedisKeys
     directory: KeyDirectory
     commit: GroupCommit = field(init=False)
     last_used: dict[str, float] = field(default_factory=dict)
@@ -148,8 +148,8 @@ class Ingest:
     @classmethod
     def build(cls, settings: Settings, redis: Redis, sync_redis: SyncRedis) -> Ingest:
         """Wire the pieces for one web process."""
-        keys = RedisKeys(settings.key_prefix)
-        return cls(settings, redis, sync_redis, keys, KeyDirectory(redis, keys))
+        redis_keys = RedisKeys(settings.key_prefix)
+        return cls(settings, redis, sync_redis, redis_keys, KeyDirectory(redis, redis_keys))
 
     def __post_init__(self) -> None:
         self.commit = GroupCommit(self.redis, self.settings, self._on_schedule)
@@ -265,10 +265,12 @@ class Ingest:
         writes: list[tuple[str, str, int]] = []
         if now - self.last_event.get(cred.integration_id, 0.0) >= LAST_EVENT_EVERY_S:
             self.last_event[cred.integration_id] = now
-            writes.append((self.keys.last_event(), cred.integration_id, int(now)))
+            writes.append((self.redis_keys.last_event(), cred.integration_id, int(now)))
         if now - self.last_used.get(cred.key_hash, 0.0) >= LAST_USED_EVERY_S:
             self.last_used[cred.key_hash] = now
-            writes.append((self.keys.api_key_used(cred.integration_id), cred.key_id, int(now)))
+            writes.append(
+                (self.redis_keys.api_key_used(cred.integration_id), cred.key_id, int(now))
+            )
         if writes:
             self._spawn(self._write(writes))
 
@@ -284,8 +286,8 @@ class Ingest:
     async def _record_auth_failure(self, integration_id: str) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hincrby(self.keys.auth_failures(), integration_id, 1)
-                pipe.hset(self.keys.auth_failure_at(), integration_id, int(time.time()))
+                pipe.hincrby(self.redis_keys.auth_failures(), integration_id, 1)
+                pipe.hset(self.redis_keys.auth_failure_at(), integration_id, int(time.time()))
                 await pipe.execute()
         except RedisError:
             log.warning("could not record an auth failure")

@@ -27,9 +27,9 @@ from app.ingest import EVENTS_PATH as EVENTS_PATH
 from app.integration import NewIntegration
 from app.integrations import Integrations
 from app.settings import Settings
-from tests.factories import READER_TOKEN, conv_event, env_for, make_settings
 from tests.redis_server import RedisServer
 from tests.redis_server import free_port as free_port
+from tests.support import READER_TOKEN, conv_event, env_for, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -348,7 +348,7 @@ def run_drain(
     redis_pid: int = 0,
     timeout: float = 300,
 ) -> DrainRun:
-    """Time `workers.drain.drain` in a fresh process until the shards' streams are empty."""
+    """Time `Drainer.drain` in a fresh process until the shards' streams are empty."""
     env = process_env(settings)
     shards = [shard] if isinstance(shard, int) else list(shard)
     before = cpu_seconds(redis_pid) if redis_pid else 0.0

@@ -26,7 +26,7 @@ from bench.common import (
     running,
 )
 from bench.ingest import CONNECTIONS, RATE, serve
-from tests.factories import READER_TOKEN
+from tests.support import READER_TOKEN
 
 
 def _iso(ms: int) -> str:

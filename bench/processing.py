@@ -30,7 +30,7 @@ from bench.common import (
     uuid_of,
     xadd_all,
 )
-from tests.factories import conv_event
+from tests.support import conv_event
 
 
 def naive_payloads(n: int, seed: int, start_ms: int) -> list[dict[str, Any]]:

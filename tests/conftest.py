@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
@@ -11,8 +10,8 @@ from starlette.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.factories import ADMIN_TOKEN, make_settings
 from tests.redis_server import RedisServer
+from tests.support import make_settings
 
 
 @pytest.fixture(scope="session")
@@ -43,23 +42,3 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """The app in-process, lifespan running."""
     with TestClient(create_app(settings)) as test_client:
         yield test_client
-
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def create_integration(client: TestClient, name: str = "Acme", **extra: Any) -> tuple[str, str]:
-    """Create an integration (no Freshchat check) and a key; returns (id, api key)."""
-    body = {
-        "name": name,
-        "freshchat_domain": "acme.freshchat.com",
-        "freshchat_api_key": "fc-secret-KEY-123",
-        "verify": False,
-        **extra,
-    }
-    response = client.post("/v1/integrations", json=body, headers=ADMIN)
-    assert response.status_code == 201, response.text
-    iid = response.json()["id"]
-    key = client.post(f"/v1/integrations/{iid}/api-keys", headers=ADMIN)
-    assert key.status_code == 201, key.text
-    return iid, key.json()["api_key"]

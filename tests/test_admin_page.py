@@ -26,9 +26,8 @@ from app.integration import Integration, Status
 from app.main import create_app
 from app.redis_keys import RedisKeys
 from app.settings import Settings
-from tests.conftest import ADMIN
-from tests.factories import ADMIN_TOKEN, make_settings
 from tests.redis_server import RedisServer, free_port
+from tests.support import ADMIN, ADMIN_TOKEN, make_settings
 
 FORM = "/account/integrations/new/freshworks/freshchat"
 

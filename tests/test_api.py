@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import redis
 from starlette.testclient import TestClient
 
 from app.settings import Settings
-from tests.conftest import ADMIN, create_integration
-from tests.factories import READER_TOKEN, at, conv_event
-from tests.pipeline import apply_all
-
-READER = {"Authorization": f"Bearer {READER_TOKEN}"}
-
-
-def shard_of(r: redis.Redis, iid: str) -> int:
-    return int(orjson.loads(r.hget("ifc:integrations", iid) or b"{}")["shard"])
+from tests.support import (
+    ADMIN,
+    READER,
+    apply_all,
+    at,
+    bearer,
+    conv_event,
+    create_integration,
+    post_events,
+    shard_of,
+)
 
 
 def test_integration_lifecycle(client: TestClient, r: redis.Redis) -> None:
@@ -62,9 +63,7 @@ def test_integration_lifecycle(client: TestClient, r: redis.Redis) -> None:
     assert client.delete(f"/v1/integrations/{iid}", headers=ADMIN).status_code == 204
     assert client.get(f"/v1/integrations/{iid}", headers=ADMIN).json()["status"] == "deleted"
     event = conv_event("c", "resolved", at("2026-11-23T08:00"))
-    posted = client.post(
-        "/v1/freshchat/events", json=event, headers={"Authorization": f"Bearer {key['api_key']}"}
-    )
+    posted = post_events(client, key["api_key"], event)
     assert posted.status_code == 401
     listed = client.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]
     assert listed[0]["revoked_at"] is not None
@@ -105,7 +104,7 @@ def test_admin_surfaces_need_the_admin_token(client: TestClient) -> None:
     for headers in (
         {},
         READER,
-        {"Authorization": f"Bearer {api_key}"},
+        bearer(api_key),
         {"Authorization": "Bearer x"},
     ):
         assert client.get("/v1/integrations", headers=headers).status_code == 401
@@ -124,13 +123,8 @@ def test_counts_read_api(client: TestClient, r: redis.Redis, settings: Settings)
         conv_event("e", "spam", at("2026-11-23T09:59"), g1),
         conv_event("f", "resolved", at("2026-11-24T00:00"), g1),
     ]
-    assert (
-        client.post(
-            "/v1/freshchat/events", json=events, headers={"Authorization": f"Bearer {key}"}
-        ).status_code
-        == 202
-    )
-    apply_all(r, settings, shard_of(r, iid))
+    assert post_events(client, key, events).status_code == 202
+    apply_all(r, settings, shard_of(r, settings, iid))
     base = f"/v1/integrations/{iid}/contacts?from=2026-11-23T08:00:00Z&to=2026-11-24T00:00:00Z"
 
     def rows(query: str, headers: dict[str, str] = READER) -> list[tuple[str, str, int]]:
@@ -208,5 +202,5 @@ def test_counts_read_api_errors(client: TestClient) -> None:
     ok = "?from=2026-11-23T08:00:00Z&to=2026-11-23T09:00:00Z"
     assert client.get(f"/v1/integrations/nope/contacts{ok}", headers=READER).status_code == 404
     assert client.get("/v1/integrations/nope/queues", headers=READER).status_code == 404
-    assert client.get(base + ok, headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert client.get(base + ok, headers=bearer(key)).status_code == 401
     assert client.get(base + ok).status_code == 401

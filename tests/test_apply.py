@@ -15,44 +15,21 @@ from hypothesis import strategies as st
 from app.events import Compact, Kind
 from app.redis_keys import RedisKeys
 from app.settings import Settings
-from tests.factories import at, conv_event, iso
-from tests.pipeline import apply_all, counts, store
+from tests.support import (
+    G1,
+    G2,
+    WORKED_EXAMPLE_COUNTS,
+    apply_all,
+    at,
+    conv_event,
+    counts,
+    iso,
+    store,
+    worked_example,
+)
 from workers.applier import Applier
 
 IID, SHARD = "acme000000", 0
-G1, G2 = ("g1", "Customer Support"), ("g2", "Billing")
-
-
-def worked_example() -> list[dict[str, Any]]:
-    """The §4 table's deliveries, in delivery order."""
-    c = {n: str(uuid.UUID(int=n)) for n in range(1, 6)}
-    resolve_c1 = conv_event(
-        c[1], "resolved", at("2026-11-23T08:07:30"), G1, resolved_time_ms=at("2026-11-23T08:07")
-    )
-    return [
-        conv_event(c[1], "new", at("2026-11-23T08:01"), None, event="onConversationCreate"),
-        conv_event(c[1], "assigned", at("2026-11-23T08:02"), G1),
-        resolve_c1,
-        conv_event(c[2], "resolved", at("2026-11-23T08:20"), G1),
-        conv_event(c[2], "reopened", at("2026-11-23T08:25"), G1),
-        conv_event(c[2], "resolved", at("2026-11-23T09:10"), G2),
-        conv_event(c[3], "spam", at("2026-11-23T08:40"), G1),
-        conv_event(c[4], "resolved", at("2026-11-23T08:50"), None),
-        conv_event(c[5], "resolved", at("2026-11-23T10:05"), G1),
-        conv_event(c[5], "resolved", at("2026-11-23T09:31"), G2),
-        resolve_c1,
-        resolve_c1,
-        resolve_c1,
-    ]
-
-
-WORKED_EXAMPLE_COUNTS = {
-    ("2026-11-23T08:00Z", "Customer Support"): 1,
-    ("2026-11-23T08:15Z", "Customer Support"): 1,
-    ("2026-11-23T08:30Z", "Undefined_Queue"): 1,
-    ("2026-11-23T08:45Z", "Undefined_Queue"): 1,
-    ("2026-11-23T09:30Z", "Billing"): 1,
-}
 
 
 def test_worked_example(r: redis.Redis, settings: Settings) -> None:

@@ -13,7 +13,7 @@ import redis
 from app.cli import main
 from app.errors import ConfigError
 from app.settings import Settings, load_settings
-from tests.factories import env_for
+from tests.support import env_for
 
 
 @pytest.fixture

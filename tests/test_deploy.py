@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 
 from app.jobs import DRAIN_TIMEOUT_S
 from app.settings import Settings
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 REDIS_CONF = DEPLOY / "redis.conf"

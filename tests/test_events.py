@@ -9,7 +9,7 @@ import pytest
 
 from app.errors import BadRequest
 from app.events import ConversationEvent, Kind, chat_key, compact, parse_body, to_compacts
-from tests.factories import at, conv_event, fixture
+from tests.support import at, conv_event, fixture
 
 NOW = at("2026-11-23T12:00:00")
 

@@ -19,12 +19,11 @@ from app import freshchat
 from app.errors import AppError, BadRequest, FreshchatUnreachable, UpstreamError
 from app.freshchat import OUTCOMES, fetch_group, parse_retry_after, verify_api_key
 from app.main import create_app
-from tests.factories import ADMIN_TOKEN, make_settings
 from tests.freshchat_standin import FreshchatStandIn, refused_domain, running
 from tests.redis_server import RedisServer
+from tests.support import ADMIN, make_settings
 
 GOOD, BAD = "fc-good-key", "fc-wrong-KEY-98765"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture

@@ -22,10 +22,9 @@ from app.integration import IntegrationChanges, NewIntegration
 from app.integrations import Integrations
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
-from tests.factories import at, make_settings
 from tests.freshchat_standin import FreshchatStandIn, refused_domain, running
-from tests.pipeline import counts
 from tests.redis_server import RedisServer, free_port
+from tests.support import at, counts, make_settings
 from workers import groups
 from workers.applier import Applier
 from workers.drain import Drainer
@@ -109,7 +108,7 @@ def group_map(r: redis.Redis, settings: Settings, shard: int, iid: str) -> dict[
 
 
 def backoff(r: redis.Redis, resolver: GroupResolver, shard: int, iid: str) -> dict[str, str]:
-    raw = r.hgetall(resolver.keys.group_backoff(shard, iid))
+    raw = r.hgetall(resolver.redis_keys.group_backoff(shard, iid))
     return {text(k): text(v) for k, v in raw.items()}
 
 
@@ -127,7 +126,7 @@ def test_hit_writes_the_name_once(
     # Positive cache: asking again makes no call.
     assert resolver.resolve(shard, [(iid, "g1")]) is True
     assert len(fc.requests) == 1
-    assert r.exists(resolver.keys.group_lock(shard, iid, "g1")) == 0
+    assert r.exists(resolver.redis_keys.group_lock(shard, iid, "g1")) == 0
 
 
 def test_a_name_from_freshchat_is_refreshed_after_its_ttl(
@@ -242,7 +241,7 @@ def test_5xx_backs_off_exponentially_then_recovers(
     assert calls_at == [0, 1, 3, 7, 15, 31, 63, 127]  # delays 1, 2, 4, ... seconds
     assert group_map(r, settings, shard, iid) == {}
     # The delay is capped at five minutes.
-    r.hset(resolver.keys.group_backoff(shard, iid), mapping={"at": "0", "d": "300"})
+    r.hset(resolver.redis_keys.group_backoff(shard, iid), mapping={"at": "0", "d": "300"})
     resolver.resolve(shard, need)
     state = backoff(r, resolver, shard, iid)
     assert float(state["d"]) == groups.BACKOFF_MAX_S
@@ -344,10 +343,13 @@ def test_a_lookup_in_flight_elsewhere_is_not_repeated(
     r: redis.Redis, settings: Settings, fc: FreshchatStandIn, resolver: GroupResolver
 ) -> None:
     iid, shard = add_integration(settings, fc.domain)
-    r.set(resolver.keys.group_lock(shard, iid, "g1"), "other-worker", px=5000)
+    r.set(resolver.redis_keys.group_lock(shard, iid, "g1"), "other-worker", px=5000)
     assert resolver.resolve(shard, [(iid, "g1"), (iid, "g2")]) is True  # g2 learnt
     assert [q.path for q in fc.requests] == ["/v2/groups/g2"]
-    assert r.get(resolver.keys.group_lock(shard, iid, "g1")) == b"other-worker"  # not ours to drop
+    # Not ours to drop:
+    assert (
+        r.get(resolver.redis_keys.group_lock(shard, iid, "g1")) == b"other-worker"
+    )  # not ours to drop
 
 
 def test_concurrent_workers_make_one_call(
@@ -500,7 +502,7 @@ def test_events_wait_while_freshchat_is_down(
         if standin is not None:
             assert len(standin.requests) == 1  # ...and no storm: the integration waits
         resolver = drain_env.resolver
-        retry_at = float(r.hget(resolver.keys.group_backoff(shard, iid), "at") or 0)
+        retry_at = float(r.hget(resolver.redis_keys.group_backoff(shard, iid), "at") or 0)
         assert 0 < retry_at - time.time() <= groups.BACKOFF_START_S
         # A drain before the retry time changes nothing and asks nobody.
         workers.drain.drain(shard)

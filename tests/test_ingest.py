@@ -14,37 +14,32 @@ from app.lua import STORED_OK, Stored, StoreOutcome
 from app.main import create_app
 from app.redis_keys import RedisKeys
 from app.settings import Settings
-from tests.conftest import ADMIN, create_integration
-from tests.factories import IPARAMS_MARKER, at, conv_event, fixture, make_settings
-from tests.pipeline import all_stored_bytes
 from tests.redis_server import RedisServer
-
-URL = "/v1/freshchat/events"
-
-
-def post(client: TestClient, key: str | None, body: object, **headers: str) -> Any:
-    h = {"Content-Type": "application/json", **headers}
-    if key is not None:
-        h["Authorization"] = f"Bearer {key}"
-    content = body if isinstance(body, bytes) else orjson.dumps(body)
-    return client.post(URL, content=content, headers=h)
-
-
-def pending(r: redis.Redis, settings: Settings) -> int:
-    keys = RedisKeys(settings.key_prefix)
-    return sum(r.xlen(keys.stream(s)) for s in range(settings.shards))
+from tests.support import (
+    ADMIN,
+    EVENTS,
+    IPARAMS_MARKER,
+    all_stored_bytes,
+    at,
+    conv_event,
+    create_integration,
+    fixture,
+    make_settings,
+    pending,
+    post_events,
+)
 
 
 def test_accepts_single_and_batch(client: TestClient, r: redis.Redis, settings: Settings) -> None:
     _, key = create_integration(client)
-    one = post(client, key, fixture("conversation_update_resolved"))
+    one = post_events(client, key, fixture("conversation_update_resolved"))
     assert one.status_code == 202 and one.json() == {"accepted": 1, "ignored": 0}
     batch = [
         fixture("conversation_create"),
         fixture("message_create"),
         fixture("conversation_update_reopened"),
     ]
-    many = post(client, key, batch)
+    many = post_events(client, key, batch)
     assert many.status_code == 202 and many.json() == {"accepted": 2, "ignored": 1}
     assert pending(r, settings) == 3
 
@@ -53,7 +48,7 @@ def test_ignored_types_store_nothing(
     client: TestClient, r: redis.Redis, settings: Settings
 ) -> None:
     _, key = create_integration(client)
-    response = post(client, key, fixture("message_create"))
+    response = post_events(client, key, fixture("message_create"))
     assert response.status_code == 202 and response.json() == {"accepted": 0, "ignored": 1}
     assert pending(r, settings) == 0
 
@@ -64,14 +59,14 @@ def test_unauthorized_answers_are_identical(
     iid, key = create_integration(client)
     body = fixture("conversation_create")
     [meta] = client.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]
-    assert post(client, key, body).status_code == 202
+    assert post_events(client, key, body).status_code == 202
     revoked = client.delete(f"/v1/integrations/{iid}/api-keys/{meta['key_id']}", headers=ADMIN)
     assert revoked.status_code == 204
     answers = [
-        post(client, None, body),
-        post(client, "ijx_00000000_" + "A" * 43, body),
-        post(client, key, body),
-        post(client, key, body, Authorization="Basic abc"),
+        post_events(client, None, body),
+        post_events(client, "ijx_00000000_" + "A" * 43, body),
+        post_events(client, key, body),
+        post_events(client, key, body, Authorization="Basic abc"),
     ]
     for answer in answers:
         assert answer.status_code == 401
@@ -84,12 +79,12 @@ def test_revoked_key_fails_at_once_on_every_web_process(settings: Settings, r: r
     with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
         iid, key = create_integration(one)
         body = fixture("conversation_create")
-        assert post(one, key, body).status_code == 202
-        assert post(two, key, body).status_code == 202  # both now have the key cached
+        assert post_events(one, key, body).status_code == 202
+        assert post_events(two, key, body).status_code == 202  # both now have the key cached
         [meta] = one.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]
         one.delete(f"/v1/integrations/{iid}/api-keys/{meta['key_id']}", headers=ADMIN)
-        assert post(one, key, body).status_code == 401
-        assert post(two, key, body).status_code == 401
+        assert post_events(one, key, body).status_code == 401
+        assert post_events(two, key, body).status_code == 401
 
 
 def missing_chat_id() -> dict[str, object]:
@@ -117,7 +112,7 @@ def test_bad_requests_name_the_field_and_store_nothing(
     client: TestClient, r: redis.Redis, settings: Settings, body: object, loc: list[object]
 ) -> None:
     _, key = create_integration(client)
-    response = post(client, key, body)
+    response = post_events(client, key, body)
     assert response.status_code == 400
     data = response.json()
     assert data["error"] and data["detail"][0]["loc"] == loc
@@ -127,7 +122,7 @@ def test_bad_requests_name_the_field_and_store_nothing(
 def test_body_limit(client: TestClient, r: redis.Redis, settings: Settings) -> None:
     _, key = create_integration(client)
     big = b"[" + b" " * (settings.max_body_bytes + 10) + b"]"
-    assert post(client, key, big).status_code == 413
+    assert post_events(client, key, big).status_code == 413
 
     def chunks() -> Iterator[bytes]:
         yield b"["
@@ -135,11 +130,7 @@ def test_body_limit(client: TestClient, r: redis.Redis, settings: Settings) -> N
             yield b" " * 65536
         yield b"]"
 
-    streamed = client.post(
-        URL,
-        content=chunks(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
+    streamed = post_events(client, key, chunks())
     assert streamed.status_code == 413
     assert pending(r, settings) == 0
 
@@ -148,11 +139,9 @@ def test_content_type(client: TestClient, r: redis.Redis, settings: Settings) ->
     _, key = create_integration(client)
     body = orjson.dumps(fixture("conversation_create"))
     for ctype in ("text/plain", "application/x-www-form-urlencoded", ""):
-        answer = client.post(
-            URL, content=body, headers={"Authorization": f"Bearer {key}", "Content-Type": ctype}
-        )
+        answer = post_events(client, key, body, **{"Content-Type": ctype})
         assert answer.status_code == 415
-    ok = post(
+    ok = post_events(
         client,
         key,
         fixture("conversation_create"),
@@ -169,7 +158,7 @@ def test_iparams_never_reach_redis(client: TestClient, r: redis.Redis, settings:
         for i in range(50)
     ]
     assert all(IPARAMS_MARKER in str(e["iparams"]) for e in events)
-    assert post(client, key, events).status_code == 202
+    assert post_events(client, key, events).status_code == 202
     stored = all_stored_bytes(r)
     assert b"chat-1" in stored  # the scan does see event data
     assert IPARAMS_MARKER.encode() not in stored
@@ -184,12 +173,12 @@ def test_503_when_redis_is_down_and_recovery_without_restart() -> None:
         with TestClient(create_app(settings)) as client:
             _, key = create_integration(client)
             body = fixture("conversation_create")
-            assert post(client, key, body).status_code == 202
+            assert post_events(client, key, body).status_code == 202
             server.kill()
-            down = post(client, key, body)
+            down = post_events(client, key, body)
             assert down.status_code == 503 and down.headers["retry-after"].isdigit()
             server.start()
-            assert post(client, key, body).status_code == 202
+            assert post_events(client, key, body).status_code == 202
             assert pending(server.client(), settings) == 2  # the 202s, and only them
     finally:
         server.stop()
@@ -211,17 +200,17 @@ def test_503_after_one_timeout_when_redis_hangs() -> None:
         with TestClient(create_app(settings)) as client:
             _, key = create_integration(client)
             body = fixture("conversation_create")
-            assert post(client, key, body).status_code == 202
+            assert post_events(client, key, body).status_code == 202
             server.proc.send_signal(signal.SIGSTOP)
             try:
                 started = time.monotonic()
-                hung = post(client, key, body)
+                hung = post_events(client, key, body)
                 took = time.monotonic() - started
             finally:
                 server.proc.send_signal(signal.SIGCONT)
             assert hung.status_code == 503 and hung.headers["retry-after"].isdigit()
             assert took < REDIS_TIMEOUT_S + 1
-            assert post(client, key, body).status_code == 202
+            assert post_events(client, key, body).status_code == 202
             # The stalled write may still land once Redis wakes (a 503 asks the sender to
             # retry, and a repeated event changes no count), but it is not sent twice.
             assert pending(server.client(), settings) in (2, 3)
@@ -236,17 +225,17 @@ def test_503_when_redis_refuses_writes() -> None:
         with TestClient(create_app(settings)) as client:
             _, key = create_integration(client)
             body = fixture("conversation_create")
-            assert post(client, key, body).status_code == 202
+            assert post_events(client, key, body).status_code == 202
             admin = server.client()
             admin.config_set("maxmemory", "1")
-            oom = post(client, key, body)
+            oom = post_events(client, key, body)
             assert oom.status_code == 503
             admin.config_set("maxmemory", "0")
             admin.config_set("min-replicas-to-write", "1")
-            no_replicas = post(client, key, body)
+            no_replicas = post_events(client, key, body)
             assert no_replicas.status_code == 503
             admin.config_set("min-replicas-to-write", "0")
-            assert post(client, key, body).status_code == 202
+            assert post_events(client, key, body).status_code == 202
             assert pending(admin, settings) == 2
     finally:
         server.stop()
@@ -306,19 +295,12 @@ def test_each_request_gets_one_log_line_with_its_fields(
 
     iid, key = create_integration(client)
     capsys.readouterr()
-    assert post(client, key, fixture("conversation_create")).status_code == 202
-    assert (
-        post(
-            client,
-            key,
-            b"{",
-        ).status_code
-        == 400
-    )
+    assert post_events(client, key, fixture("conversation_create")).status_code == 202
+    assert post_events(client, key, b"{").status_code == 400
     assert client.get("/healthz").status_code == 200
     REQUEST_LINES.flush()
     err = capsys.readouterr().err
-    ok, bad = _request_lines(err, URL)
+    ok, bad = _request_lines(err, EVENTS)
     assert ok["status"] == 202 and ok["integration"] == iid and ok["accepted"] == 1
     assert bad["status"] == 400 and bad["reason"] == "invalid" and bad["method"] == "POST"
     assert len(_request_lines(err, "/healthz")) == 1
@@ -338,18 +320,18 @@ def test_events_route_also_served_through_starlette_routing(
     body = orjson.dumps(fixture("conversation_update_resolved"))
     message = {"type": "http.request", "body": body, "more_body": False}
     capsys.readouterr()
-    status, out = asgi_post(app, key, [message], "/injixo" + URL, "/injixo")
+    status, out = asgi_post(app, key, [message], "/injixo" + EVENTS, "/injixo")
     assert status == 202 and orjson.loads(out) == {"accepted": 1, "ignored": 0}
-    status, _ = asgi_post(app, "wrong", [message], "/injixo" + URL, "/injixo")
+    status, _ = asgi_post(app, "wrong", [message], "/injixo" + EVENTS, "/injixo")
     assert status == 401
     assert pending(r, settings) == 1
     REQUEST_LINES.flush()
-    lines = _request_lines(capsys.readouterr().err, "/injixo" + URL)
+    lines = _request_lines(capsys.readouterr().err, "/injixo" + EVENTS)
     assert [x["status"] for x in lines] == [202, 401]
 
 
 def asgi_post(
-    app: Any, key: str, messages: list[dict[str, Any]], path: str = URL, root_path: str = ""
+    app: Any, key: str, messages: list[dict[str, Any]], path: str = EVENTS, root_path: str = ""
 ) -> tuple[int, bytes]:
     """POST straight to the ASGI app, the body as the given receive messages."""
     import asyncio
@@ -391,11 +373,11 @@ def test_unexpected_failure_is_a_json_500_and_the_endpoint_keeps_serving(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(app.ingest, "to_compacts", broken)
-    failed = post(client, key, fixture("conversation_create"))
+    failed = post_events(client, key, fixture("conversation_create"))
     assert failed.status_code == 500
     assert failed.json() == {"error": "internal server error", "reason": "internal"}
     monkeypatch.undo()
-    assert post(client, key, fixture("conversation_create")).status_code == 202
+    assert post_events(client, key, fixture("conversation_create")).status_code == 202
 
 
 def test_body_in_chunks_and_early_disconnect(settings: Settings, r: redis.Redis) -> None:
@@ -429,7 +411,7 @@ def test_group_name_with_newlines_survives_the_batched_write(
     _, key = create_integration(client)
     name = "Line one\nline two\r\n\n"
     event = conv_event("chat-nl", "resolved", at("2026-11-23T08:00"), ("g-nl", name))
-    assert post(client, key, [event, event]).status_code == 202
+    assert post_events(client, key, [event, event]).status_code == 202
     keys = RedisKeys(settings.key_prefix)
     entries: list[Any] = []
     for shard in range(settings.shards):

@@ -16,13 +16,21 @@ from starlette.testclient import TestClient
 from app.main import create_app
 from app.redis_keys import RedisKeys
 from app.settings import Settings
-from tests.conftest import ADMIN, create_integration
-from tests.factories import ADMIN_TOKEN, at, conv_event, fixture, make_settings
+from tests.freshchat_standin import running
 from tests.redis_server import RedisServer
+from tests.support import (
+    ADMIN,
+    ADMIN_TOKEN,
+    at,
+    conv_event,
+    create_integration,
+    fixture,
+    make_settings,
+    pending,
+    post_events,
+)
 from workers.drain import Drainer, serving
 from workers.runner import schedule_pending
-
-URL = "/v1/freshchat/events"
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -63,32 +71,17 @@ def test_metrics_move_by_exact_amounts(
 ) -> None:
     settings = worker_env
     iid, key = create_integration(client)
-    auth = {"Authorization": f"Bearer {key}"}
     before = client.get("/metrics").text
     events = [
         conv_event(f"c{i}", "resolved", at("2026-11-23T08:00") + i, ("g1", "S")) for i in range(7)
     ]
-    assert (
-        client.post(URL, json=events + [fixture("message_create")] * 2, headers=auth).status_code
-        == 202
-    )
-    assert (
-        client.post(
-            URL, content=b"{", headers={**auth, "Content-Type": "application/json"}
-        ).status_code
-        == 400
-    )
-    assert (
-        client.post(URL, content=b"x", headers={**auth, "Content-Type": "text/plain"}).status_code
-        == 415
-    )
-    assert (
-        client.post(URL, json=events[0], headers={"Authorization": "Bearer nope"}).status_code
-        == 401
-    )
+    assert post_events(client, key, events + [fixture("message_create")] * 2).status_code == 202
+    assert post_events(client, key, b"{").status_code == 400
+    assert post_events(client, key, b"x", **{"Content-Type": "text/plain"}).status_code == 415
+    assert post_events(client, "nope", events[0]).status_code == 401
     [meta] = client.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]
     client.delete(f"/v1/integrations/{iid}/api-keys/{meta['key_id']}", headers=ADMIN)
-    assert client.post(URL, json=events[0], headers=auth).status_code == 401
+    assert post_events(client, key, events[0]).status_code == 401
     time.sleep(0.1)  # the auth-failure record is written off the request path
     mid = client.get("/metrics").text
 
@@ -170,12 +163,7 @@ def test_stale_integration_is_flagged(
 ) -> None:
     quiet, _ = create_integration(client, "Quiet")
     busy, key = create_integration(client, "Busy")
-    assert (
-        client.post(
-            URL, json=fixture("conversation_create"), headers={"Authorization": f"Bearer {key}"}
-        ).status_code
-        == 202
-    )
+    assert post_events(client, key, fixture("conversation_create")).status_code == 202
     time.sleep(0.1)
     keys = RedisKeys(settings.key_prefix)
     record = orjson.loads(r.hget(keys.integrations(), quiet) or b"{}")
@@ -220,8 +208,6 @@ def test_openapi_describes_every_public_endpoint(client: TestClient) -> None:
 def test_freshchat_lookups_are_counted_in_metrics(
     redis_server: RedisServer, r: redis.Redis
 ) -> None:
-    from tests.freshchat_standin import running
-
     settings = make_settings(redis_server.url, freshchat_allow_insecure=True)
     with running() as standin, TestClient(create_app(settings)) as client:
         standin.script.groups["g5"] = "Sales"
@@ -239,10 +225,7 @@ def test_freshchat_lookups_are_counted_in_metrics(
             conv_event(f"c{i}", "resolved", at("2026-11-23T08:00"), None, group_id_only=gid)
             for i, gid in enumerate(["g5", "g5", "g404", "g5"])
         ]
-        assert (
-            client.post(URL, json=events, headers={"Authorization": f"Bearer {key}"}).status_code
-            == 202
-        )
+        assert post_events(client, key, events).status_code == 202
         burst(r, settings)
         after = client.get("/metrics").text
         assert metric(after, "injixo_freshchat_requests_total", outcome="ok") == 1
@@ -257,15 +240,11 @@ def test_rate_limit_answers_429_with_retry_after(redis_server: RedisServer, r: r
         _, key_a = create_integration(client, "A")
         _, key_b = create_integration(client, "B")
         events = [conv_event(f"c{i}", "new", at("2026-11-23T08:00")) for i in range(4)]
-        auth_a, auth_b = {"Authorization": f"Bearer {key_a}"}, {"Authorization": f"Bearer {key_b}"}
-        assert client.post(URL, json=events, headers=auth_a).status_code == 202
-        limited = client.post(URL, json=events, headers=auth_a)
+        assert post_events(client, key_a, events).status_code == 202
+        limited = post_events(client, key_a, events)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert limited.json()["reason"] == "rate_limited"
-        assert client.post(URL, json=events, headers=auth_b).status_code == 202  # per integration
-        keys = RedisKeys(settings.key_prefix)
-        assert (
-            sum(r.xlen(keys.stream(s)) for s in range(settings.shards)) == 8
-        )  # nothing of the 429
+        assert post_events(client, key_b, events).status_code == 202  # per integration
+        assert pending(r, settings) == 8  # nothing of the 429
         time.sleep(1.6)
-        assert client.post(URL, json=events[:3], headers=auth_a).status_code == 202
+        assert post_events(client, key_a, events[:3]).status_code == 202

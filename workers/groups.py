@@ -92,7 +92,7 @@ class GroupResolver:
     budget_s: float = RESOLVE_BUDGET_S
 
     def __post_init__(self) -> None:
-        self.keys = RedisKeys(self.settings.key_prefix)
+        self.redis_keys = RedisKeys(self.settings.key_prefix)
         self._unlock = bind(self.redis, Lua.UNLOCK)
 
     def resolve(self, shard: int, needs: list[tuple[str, str]]) -> bool:
@@ -117,13 +117,13 @@ class GroupResolver:
         return learnt
 
     def _integration(self, iid: str) -> Integration | None:
-        raw = self.redis.hget(self.keys.integrations(), iid)
+        raw = self.redis.hget(self.redis_keys.integrations(), iid)
         return None if raw is None else Integration.load(raw)
 
     def _resolve_one(
         self, shard: int, iid: str, gid: str, integration: Integration | None
     ) -> _Step:
-        groups = self.keys.groups(shard, iid)
+        groups = self.redis_keys.groups(shard, iid)
         if usable(self.redis.hget(groups, gid), self.clock()):
             return _Step.LEARNT  # another worker (or an event) named it meanwhile
         if integration is None or not integration.active:
@@ -133,7 +133,7 @@ class GroupResolver:
         if self._backing_off(shard, iid, fingerprint):
             return _Step.BLOCKED
         token = secrets.token_hex(8)
-        lock = self.keys.group_lock(shard, iid, gid)
+        lock = self.redis_keys.group_lock(shard, iid, gid)
         if not self.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
             return _Step.SKIPPED
         try:
@@ -150,7 +150,7 @@ class GroupResolver:
                 return _Step.BLOCKED
             answer = fetch_group(self.client, integration.freshchat_domain, api_key, gid)
             # Workers are separate processes: the count lives in Redis, /metrics reads it.
-            self.redis.hincrby(self.keys.freshchat_calls(), answer.outcome, 1)
+            self.redis.hincrby(self.redis_keys.freshchat_calls(), answer.outcome, 1)
             return self._store(shard, iid, gid, fingerprint, answer)
         finally:
             self._unlock(keys=[lock], args=[token])
@@ -158,26 +158,26 @@ class GroupResolver:
     def _store(
         self, shard: int, iid: str, gid: str, fingerprint: str, answer: GroupAnswer
     ) -> _Step:
-        groups = self.keys.groups(shard, iid)
+        groups = self.redis_keys.groups(shard, iid)
         if answer.name is not None:
             log.info("integration %s: group %s named by Freshchat", iid, gid)
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(groups, gid, positive_entry(answer.name, self.clock()))
-                pipe.delete(self.keys.group_backoff(shard, iid))
+                pipe.delete(self.redis_keys.group_backoff(shard, iid))
                 pipe.execute()
             return _Step.LEARNT
         if answer.missing:
             log.info("integration %s: group %s unknown to Freshchat (Undefined_Queue)", iid, gid)
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(groups, gid, negative_marker(self.clock()))
-                pipe.delete(self.keys.group_backoff(shard, iid))
+                pipe.delete(self.redis_keys.group_backoff(shard, iid))
                 pipe.execute()
             return _Step.LEARNT
         self._back_off(shard, iid, fingerprint, answer.retry_after, answer.outcome)
         return _Step.BLOCKED
 
     def _backing_off(self, shard: int, iid: str, fingerprint: str) -> bool:
-        at, fp = self.redis.hmget(self.keys.group_backoff(shard, iid), ["at", "fp"])
+        at, fp = self.redis.hmget(self.redis_keys.group_backoff(shard, iid), ["at", "fp"])
         if at is None or (fp is not None and text(fp) != fingerprint):
             return False  # no failure, or the admin changed the key/domain since
         return float(at) > self.clock()
@@ -186,7 +186,7 @@ class GroupResolver:
         self, shard: int, iid: str, fingerprint: str, retry_after: float | None, why: str
     ) -> None:
         """No calls for this integration until Retry-After, or an exponentially growing delay."""
-        key = self.keys.group_backoff(shard, iid)
+        key = self.redis_keys.group_backoff(shard, iid)
         last, fp = self.redis.hmget(key, ["d", "fp"])
         delay = BACKOFF_START_S
         if last is not None and fp is not None and text(fp) == fingerprint:
@@ -208,7 +208,7 @@ class GroupResolver:
 
     def _within_rate(self, shard: int, iid: str) -> bool:
         minute = int(self.clock() // 60)
-        key = self.keys.group_calls(shard, iid, minute)
+        key = self.redis_keys.group_calls(shard, iid, minute)
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.incr(key)
             pipe.expire(key, 120)

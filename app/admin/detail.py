@@ -75,12 +75,12 @@ async def _detail(
         params.get("day", today)[:40], params.get("interval", "15")[:4], params.get("tz", "")[:64]
     )
     if query is not None:
-        view.rows = await read_counts(page.redis, page.keys, record.shard, iid, query)
+        view.rows = await read_counts(page.redis, page.redis_keys, record.shard, iid, query)
         view.total = sum(int(r["contacts"]) for r in view.rows)
         if view.rows:
             view.chart = build_chart(view.rows, query)
     (status_row,) = await status_rows(
-        page.redis, page.keys, [record], page.settings.stale_after_seconds
+        page.redis, page.redis_keys, [record], page.settings.stale_after_seconds
     )
     revoked_id = params.get("revoked")
     revoked = next((k for k in keys if k["key_id"] == revoked_id), None)

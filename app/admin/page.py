@@ -80,7 +80,7 @@ class Page:
         return self.integrations.redis
 
     @property
-    def keys(self) -> RedisKeys:
+    def redis_keys(self) -> RedisKeys:
         """Redis key names."""
         return self.integrations.redis_keys
 
@@ -127,20 +127,29 @@ def form_too_large(request: Request) -> Response | None:
     )
 
 
-async def posted_form(request: Request) -> tuple[Page, FormData] | Response:
-    """A signed-in POST with a matching CSRF token and origin, or the response refusing it."""
-    page = signed_in_page(request)
-    if page is None:
-        return signin_redirect(request)
+async def checked_form(
+    request: Request, csrf: str, expired: str, max_fields: int = 20
+) -> FormData | Response:
+    """A same-origin form of a sane size whose `csrf` field is `csrf`, or the refusal."""
     if not same_origin(request):
         return forbidden(request, "The request came from another site.")
     too_large = form_too_large(request)
     if too_large is not None:
         return too_large
-    form = await request.form(max_files=0, max_fields=20)
-    if not tokens_match(form.get("csrf"), page.csrf):
-        return forbidden(request, "The form has expired or was not sent by this page. Reload.")
-    return page, form
+    form = await request.form(max_files=0, max_fields=max_fields)
+    if not tokens_match(form.get("csrf"), csrf):
+        return forbidden(request, expired)
+    return form
+
+
+async def posted_form(request: Request) -> tuple[Page, FormData] | Response:
+    """A signed-in POST with a matching CSRF token and origin, or the response refusing it."""
+    page = signed_in_page(request)
+    if page is None:
+        return signin_redirect(request)
+    expired = "The form has expired or was not sent by this page. Reload."
+    form = await checked_form(request, page.csrf, expired)
+    return form if isinstance(form, Response) else (page, form)
 
 
 def form_field(form: FormData, name: str) -> str:

@@ -37,7 +37,9 @@ async def get_integrations(request: Request) -> Response:
     if page is None:
         return signin_redirect(request)
     records = [r for r in await page.integrations.all() if r.active]
-    rows = await status_rows(page.redis, page.keys, records, page.settings.stale_after_seconds)
+    rows = await status_rows(
+        page.redis, page.redis_keys, records, page.settings.stale_after_seconds
+    )
     return page.render("integrations.html", {"title": "Integrations", "rows": rows})
 
 

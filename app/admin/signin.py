@@ -9,8 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from app.admin.page import (
-    forbidden,
-    form_too_large,
+    checked_form,
     posted_form,
     render,
     signed_in_page,
@@ -20,8 +19,6 @@ from app.admin.session import (
     SESSION_TTL_SECONDS,
     new_session,
     safe_next,
-    same_origin,
-    tokens_match,
 )
 from app.auth import token_matches
 from app.settings import Settings
@@ -65,14 +62,10 @@ async def signin_page(request: Request) -> Response:
         if signed_in_page(request) is not None:
             return RedirectResponse(safe_next(request.query_params.get("next")), 303)
         return _signin_form(request, None, 200)
-    if not same_origin(request):
-        return forbidden(request, "The request came from another site.")
-    too_large = form_too_large(request)
-    if too_large is not None:
-        return too_large
-    form = await request.form(max_files=0, max_fields=10)
-    if not tokens_match(form.get("csrf"), request.cookies.get(SIGNIN_COOKIE) or ""):
-        return forbidden(request, "The sign-in form has expired. Reload the page and try again.")
+    expired = "The sign-in form has expired. Reload the page and try again."
+    form = await checked_form(request, request.cookies.get(SIGNIN_COOKIE) or "", expired, 10)
+    if isinstance(form, Response):
+        return form
     token = form.get("token")
     if not token_matches(token if isinstance(token, str) else None, (settings.admin_token,)):
         await asyncio.sleep(SIGNIN_FAILURE_DELAY)

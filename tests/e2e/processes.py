@@ -7,25 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from app.settings import Settings
-from tests.factories import env_for
 from tests.redis_server import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll until `check()` is true or fail the test with `what`."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+from tests.support import ROOT, env_for, wait_until
 
 
 class Process:
@@ -88,4 +76,4 @@ class Web(Process):
             except httpx.HTTPError:
                 return False
 
-        wait_for(up, 30, "the web process")
+        wait_until(up, 30, "the web process")

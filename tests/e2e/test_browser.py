@@ -27,12 +27,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from app.settings import Settings
-from tests.factories import ADMIN_TOKEN, at, conv_event, env_for
 from tests.redis_server import free_port
+from tests.support import ADMIN, ADMIN_TOKEN, ROOT, at, conv_event, env_for, post_events
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -43,7 +42,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 GOOD_KEY = "good-key"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SCREENSHOT = Path("/tmp/admin-page.png")
 # A recent past day, so retention windows never expire the test's counts.
 DAY = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
@@ -199,16 +197,6 @@ def events_for_the_day() -> list[dict[str, Any]]:
     ]
 
 
-def post_events(web: Web, api_key: str, events: list[dict[str, Any]]) -> httpx.Response:
-    """POST a batch to the ingestion endpoint with an injixo API key."""
-    return httpx.post(
-        web.base + "/v1/freshchat/events",
-        json=events,
-        headers={"Authorization": f"Bearer {api_key}"},
-        timeout=15,
-    )
-
-
 def test_article_flow_in_chromium(web: Web, browser: Browser, standin: str) -> None:
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web.base)
@@ -306,7 +294,8 @@ def _walk(page: Page, web: Web, standin: str) -> None:
     assert len(table_rows(page, "#keys")) == 1
 
     # Events sent with the key are accepted and counted by a worker.
-    accepted = post_events(web, api_key, events_for_the_day())
+    with httpx.Client(base_url=web.base, timeout=15) as api:
+        accepted = post_events(api, api_key, events_for_the_day())
     assert accepted.status_code == 202, accepted.text
     assert accepted.json() == {"accepted": 6, "ignored": 0}
     run_worker_burst(web)
@@ -357,7 +346,8 @@ def _walk(page: Page, web: Web, standin: str) -> None:
     expect(page.get_by_text("was revoked")).to_be_visible()
     expect(page.locator("#keys")).to_contain_text("Revoked")
     expect(page.get_by_role("button", name="Revoke key")).to_have_count(0)
-    rejected = post_events(web, api_key, events_for_the_day()[:1])
+    with httpx.Client(base_url=web.base, timeout=15) as api:
+        rejected = post_events(api, api_key, events_for_the_day()[:1])
     assert rejected.status_code == 401
     # The refused request shows up in the integration's status (written off the request path).
     deadline = time.monotonic() + 10

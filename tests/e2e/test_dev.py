@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.processes import wait_for
-from tests.factories import at, conv_event
 from tests.redis_server import free_port
+from tests.support import EVENTS, at, bearer, conv_event, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +44,14 @@ def test_dev_starts_everything_counts_an_event_and_stops_on_ctrl_c(
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: "admin token:" in log.read_text(), 30, "dev to print the admin token")
+        wait_until(lambda: "admin token:" in log.read_text(), 30, "dev to print the admin token")
         text = log.read_text()
         token = re.search(r"admin token: (\S+)", text)
         redis_url = re.search(r"redis:\s+(\S+)", text)
         assert token and redis_url and f"web:         {base}" in text
         assert redis_url.group(1) != "redis://127.0.0.1:6379/0"  # a private Redis was started
         assert ("embedded" in text) is not redis_on_path
-        admin = {"Authorization": f"Bearer {token.group(1)}"}
+        admin = bearer(token.group(1))
 
         def up() -> bool:
             try:
@@ -60,7 +59,7 @@ def test_dev_starts_everything_counts_an_event_and_stops_on_ctrl_c(
             except httpx.HTTPError:
                 return False
 
-        wait_for(up, 30, "the web process")
+        wait_until(up, 30, "the web process")
         created = httpx.post(
             base + "/v1/integrations",
             json={
@@ -75,9 +74,7 @@ def test_dev_starts_everything_counts_an_event_and_stops_on_ctrl_c(
         iid = created.json()["id"]
         key = httpx.post(f"{base}/v1/integrations/{iid}/api-keys", headers=admin).json()["api_key"]
         event = conv_event("dev-chat", "resolved", at("2026-11-23T08:05"), ("g1", "Support"))
-        posted = httpx.post(
-            base + "/v1/freshchat/events", json=event, headers={"Authorization": f"Bearer {key}"}
-        )
+        posted = httpx.post(base + EVENTS, json=event, headers=bearer(key))
         assert posted.status_code == 202
 
         def counted() -> bool:
@@ -91,10 +88,10 @@ def test_dev_starts_everything_counts_an_event_and_stops_on_ctrl_c(
                 == [{"interval_start": "2026-11-23T08:00:00Z", "queue": "Support", "contacts": 1}]
             )
 
-        wait_for(counted, 30, "the event to be counted")
+        wait_until(counted, 30, "the event to be counted")
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert proc.wait(timeout=30) == 0
-        wait_for(lambda: not group_alive(proc.pid), 10, "every child process to exit")
+        wait_until(lambda: not group_alive(proc.pid), 10, "every child process to exit")
         assert key not in log.read_text()
     finally:
         if group_alive(proc.pid):

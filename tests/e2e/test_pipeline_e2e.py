@@ -5,24 +5,37 @@ from __future__ import annotations
 import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 import pytest
 import redis
 
-from app.redis_keys import RedisKeys
 from app.settings import Settings
-from tests.e2e.processes import Process, Web, wait_for
-from tests.factories import ADMIN_TOKEN, IPARAMS_MARKER, READER_TOKEN, at, conv_event
-from tests.test_apply import WORKED_EXAMPLE_COUNTS, worked_example
+from tests.e2e.processes import Process, Web
+from tests.support import (
+    ADMIN,
+    ADMIN_TOKEN,
+    G1,
+    G2,
+    IPARAMS_MARKER,
+    WORKED_EXAMPLE_COUNTS,
+    at,
+    conv_event,
+    expected_counts,
+    pending,
+    post_events,
+    random_history,
+    read_counts,
+    wait_until,
+    worked_example,
+)
 
 pytestmark = pytest.mark.e2e
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FRESHCHAT_KEY = "fc-SECRET-e2e-5b1d"
-READER = {"Authorization": f"Bearer {READER_TOKEN}"}
+DAY = datetime(2026, 11, 23, tzinfo=UTC)
 
 
 def setup_integration(web: Web) -> tuple[str, str]:
@@ -42,39 +55,23 @@ def setup_integration(web: Web) -> tuple[str, str]:
     return iid, key
 
 
-def read_rows(web: Web, iid: str, day: str = "2026-11-23") -> dict[tuple[str, str], int]:
-    response = httpx.get(
-        f"{web.url}/v1/integrations/{iid}/contacts",
-        params={"from": f"{day}T00:00:00Z", "to": f"{day}T23:45:00Z"},
-        headers=READER,
-    )
-    assert response.status_code == 200, response.text
-    return {
-        (r["interval_start"][:16] + "Z", r["queue"]): r["contacts"] for r in response.json()["rows"]
-    }
-
-
-def pending(r: redis.Redis, settings: Settings) -> int:
-    keys = RedisKeys(settings.key_prefix)
-    return sum(r.xlen(keys.stream(s)) for s in range(settings.shards))
-
-
 def test_worked_example_over_http(settings: Settings, r: redis.Redis) -> None:
     web = Web(settings)
     worker = Process(settings, "worker")
     try:
         iid, key = setup_integration(web)
-        auth = {"Authorization": f"Bearer {key}"}
         deliveries = worked_example()
-        with httpx.Client(base_url=web.url, headers=auth) as client:
+        with httpx.Client(base_url=web.url) as client:
             # Singles, then the same events again as one batch: duplicates change nothing.
             for event in deliveries:
-                assert client.post("/v1/freshchat/events", json=event).status_code == 202
-            again = client.post("/v1/freshchat/events", json=deliveries[::-1])
+                assert post_events(client, key, event).status_code == 202
+            again = post_events(client, key, deliveries[::-1])
             assert again.json() == {"accepted": len(deliveries), "ignored": 0}
-        wait_for(lambda: read_rows(web, iid) == WORKED_EXAMPLE_COUNTS, 30, "the §4 counts")
-        wait_for(lambda: pending(r, settings) == 0, 10, "an empty backlog")
-        assert read_rows(web, iid) == WORKED_EXAMPLE_COUNTS
+        wait_until(
+            lambda: read_counts(web.url, iid, DAY) == WORKED_EXAMPLE_COUNTS, 30, "the §4 counts"
+        )
+        wait_until(lambda: pending(r, settings) == 0, 10, "an empty backlog")
+        assert read_counts(web.url, iid, DAY) == WORKED_EXAMPLE_COUNTS
     finally:
         worker.stop()
         web.stop()
@@ -96,36 +93,6 @@ def test_worked_example_over_http(settings: Settings, r: redis.Redis) -> None:
             assert secret not in output
 
 
-def random_history(rng: random.Random, chat: str) -> list[dict[str, Any]]:
-    groups = [("g1", "Customer Support"), ("g2", "Billing"), None]
-    base = at("2026-11-23T08:00") + rng.randrange(0, 8 * 3600) * 1000
-    events = [conv_event(chat, "new", base, rng.choice(groups), event="onConversationCreate")]
-    for step in range(rng.randrange(1, 4)):
-        status = rng.choice(["assigned", "resolved", "resolved", "reopened", "spam"])
-        events.append(conv_event(chat, status, base + (step + 1) * 60_000, rng.choice(groups)))
-    return events
-
-
-def expected_counts(histories: list[list[dict[str, Any]]]) -> dict[tuple[str, str], int]:
-    out: dict[tuple[str, str], int] = {}
-    for events in histories:
-        terminal = []
-        for e in events:
-            status = e["data"]["conversation"]["status"]
-            if status in ("resolved", "spam"):
-                group = e["data"]["associations"].get("group")
-                queue = group["name"] if status == "resolved" and group else "Undefined_Queue"
-                terminal.append((e["timestamp"], queue))
-        if terminal:
-            when, queue = min(terminal)
-            slot = when - when % 900_000
-            from tests.factories import iso
-
-            k = (iso(slot)[:16] + "Z", queue)
-            out[k] = out.get(k, 0) + 1
-    return out
-
-
 @pytest.mark.slow
 def test_worker_sigkill_mid_drain_then_restart(settings: Settings, r: redis.Redis) -> None:
     settings = settings.model_copy(update={"drain_batch": 100})
@@ -135,36 +102,40 @@ def test_worker_sigkill_mid_drain_then_restart(settings: Settings, r: redis.Redi
         iid, key = setup_integration(web)
         rng = random.Random(7)
         histories = [
-            random_history(rng, str(uuid.UUID(int=rng.getrandbits(128)))) for _ in range(6000)
+            random_history(
+                rng,
+                str(uuid.UUID(int=rng.getrandbits(128))),
+                at("2026-11-23T08:00"),
+                groups=[G1, G2, None],
+                within_s=8 * 3600,
+                step_ms=60_000,
+            )
+            for _ in range(6000)
         ]
         events = [e for h in histories for e in h]
         rng.shuffle(events)
         batches = [events[i : i + 400] for i in range(0, len(events), 400)]
         with (
-            httpx.Client(
-                base_url=web.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-            ) as c,
+            httpx.Client(base_url=web.url, timeout=30) as c,
             ThreadPoolExecutor(8) as pool,
         ):
-            codes = list(
-                pool.map(lambda b: c.post("/v1/freshchat/events", json=b).status_code, batches)
-            )
+            codes = list(pool.map(lambda b: post_events(c, key, b).status_code, batches))
         assert set(codes) == {202}
         total = pending(r, settings)
         assert total == len(events)
         worker = Process(settings, "worker", extra_env=extra)
-        wait_for(lambda: pending(r, settings) < total * 0.8, 60, "the drain to start")
+        wait_until(lambda: pending(r, settings) < total * 0.8, 60, "the drain to start", every=0.02)
         worker.kill()
         left = pending(r, settings)
         assert 0 < left < total, "the kill should land mid-drain"
         worker = Process(settings, "worker", extra_env=extra)
         try:
-            wait_for(
+            wait_until(
                 lambda: pending(r, settings) == 0, 90, "the restarted worker to drain the rest"
             )
         finally:
             worker.stop()
-        assert read_rows(web, iid) == expected_counts(histories)
+        assert read_counts(web.url, iid, DAY) == expected_counts(histories)
     finally:
         web.stop()
 
@@ -188,8 +159,8 @@ def test_metrics_count_every_web_process(
 
         def post(i: int) -> int:
             event = conv_event(f"mp-{i}", "resolved", at("2026-11-23T08:00"), ("g1", "Billing"))
-            with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:
-                return client.post(web.url + "/v1/freshchat/events", json=event).status_code
+            with httpx.Client(base_url=web.url) as client:
+                return post_events(client, key, event).status_code
 
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(post, range(sent))) == {202}

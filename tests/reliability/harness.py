@@ -1,6 +1,6 @@
 """Shared pieces of the reliability suite (§11): real processes started and always stopped,
-clients that retry like the Freshworks app, counts through the read API, secret scans, and
-the figures the suite reports."""
+clients that retry like the Freshworks app, secret scans, and the figures the suite reports
+(general test helpers live in tests.support)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,26 +21,10 @@ import redis
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.e2e.processes import Process, Web
-from tests.factories import ADMIN_TOKEN, IPARAMS_MARKER, READER_TOKEN, conv_event
+from tests.support import ADMIN, EVENTS, IPARAMS_MARKER, all_stored_bytes
 
 P = TypeVar("P", bound=Process)
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-READER = {"Authorization": f"Bearer {READER_TOKEN}"}
-EVENTS = "/v1/freshchat/events"
 RETRIES = 5  # the Freshworks app retries 429/5xx/network errors up to 5 times
-GROUPS = [("g1", "Customer Support"), ("g2", "Billing"), ("g3", "Sales | EU: 🚀"), None]
-
-
-def base_day() -> datetime:
-    """Yesterday 00:00 UTC: events there are never in the future and well inside retention."""
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return today - timedelta(days=1)
-
-
-def day_ms(day: datetime) -> int:
-    """Epoch milliseconds of a datetime."""
-    return int(day.timestamp() * 1000)
-
 
 # --- figures -------------------------------------------------------------------------------
 
@@ -120,14 +103,20 @@ class SecretWatch:
         with self.lock:
             return sorted(s[:12] + "…" for s in self.secrets if s.encode() in blob)
 
-    def scan(self, r: redis.Redis | None) -> dict[str, list[str]]:
-        """Leaks in logs, error bodies and (if given) every Redis key and value."""
-        from tests.pipeline import all_stored_bytes
-
+    def scan_logs(self, logs: Iterable[Path]) -> dict[str, list[str]]:
+        """Leaks in these log files, by file name."""
         found = {}
-        for log in self.logs:
+        for log in logs:
             if log.exists() and (hits := self.leaks(log.read_bytes())):
                 found[log.name] = hits
+        return found
+
+    def scan(self, r: redis.Redis | None) -> dict[str, list[str]]:
+        """Leaks in every log and error body gathered so far and (if given) every Redis key
+        and value."""
+        with self.lock:
+            logs = list(self.logs)
+        found = self.scan_logs(logs)
         with self.lock:
             bodies = b"\n".join(self.error_bodies)
         if hits := self.leaks(bodies):
@@ -212,33 +201,6 @@ def create_key(url: str, iid: str) -> tuple[str, str]:
     return str(data["key_id"]), str(data["api_key"])
 
 
-def read_counts(url: str, iid: str, day: datetime | None = None) -> dict[tuple[str, str], int]:
-    """All counts of one day (15-minute rows) through the read API, as the oracle keys them."""
-    day = day or base_day()
-    params = {
-        "from": day.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "to": (day + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "interval": "15",
-    }
-    response = httpx.get(
-        f"{url}/v1/integrations/{iid}/contacts", params=params, headers=READER, timeout=30
-    )
-    assert response.status_code == 200, response.text
-    out: dict[tuple[str, str], int] = {}
-    for row in response.json()["rows"]:
-        out[(row["interval_start"][:16] + "Z", row["queue"])] = row["contacts"]
-    return out
-
-
-def pending(r: redis.Redis, settings: Settings) -> int:
-    """Entries waiting in the shard streams."""
-    keys = RedisKeys(settings.key_prefix)
-    with r.pipeline(transaction=False) as pipe:
-        for shard in range(settings.shards):
-            pipe.xlen(keys.stream(shard))
-        return sum(int(n) for n in pipe.execute())
-
-
 def processed(r: redis.Redis, settings: Settings) -> tuple[int, int]:
     """(applied, dead-lettered) events over all shards, from the workers' stats."""
     keys = RedisKeys(settings.key_prefix)
@@ -248,17 +210,6 @@ def processed(r: redis.Redis, settings: Settings) -> tuple[int, int]:
         applied += int(stats.get(b"processed", 0))
         dead += int(stats.get(b"dead", 0))
     return applied, dead
-
-
-def random_history(rng: random.Random, chat: str, base_ms: int) -> list[dict[str, Any]]:
-    """A chat's events over one day: created, then 1-3 changes (some terminal, some not)."""
-    start = base_ms + rng.randrange(0, 20 * 3600) * 1000
-    events = [conv_event(chat, "new", start, rng.choice(GROUPS), event="onConversationCreate")]
-    for step in range(rng.randrange(1, 4)):
-        status = rng.choice(["assigned", "resolved", "resolved", "reopened", "spam"])
-        when = start + (step + 1) * rng.randrange(10, 1800) * 1000
-        events.append(conv_event(chat, status, when, rng.choice(GROUPS)))
-    return events
 
 
 @dataclass
@@ -311,15 +262,6 @@ def deliver(
             time.sleep(pause * (1 + (rng.random() if rng else 0)))
     out.last_at = time.monotonic()
     return out
-
-
-def wait_until(check: Any, timeout: float, what: str, every: float = 0.05) -> None:
-    """Poll `check()` until true, else fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 def diff(expected: dict[Any, int], actual: dict[Any, int]) -> tuple[int, int]:

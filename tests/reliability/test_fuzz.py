@@ -36,20 +36,27 @@ from app.integrations import Integrations
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.e2e.processes import Process, Web
-from tests.factories import ADMIN_TOKEN, READER_TOKEN, conv_event, iso
 from tests.freshchat_standin import FreshchatStandIn
 from tests.reliability.harness import (
-    EVENTS,
     FIGURES,
     WATCH,
-    base_day,
     create_integration,
     create_key,
-    day_ms,
-    pending,
     processed,
-    read_counts,
     stack,
+)
+from tests.support import (
+    ADMIN_TOKEN,
+    EVENTS,
+    NO_OUTSIDE,
+    READER_TOKEN,
+    base_day,
+    bearer,
+    conv_event,
+    day_ms,
+    iso,
+    pending,
+    read_counts,
 )
 
 pytestmark = [
@@ -60,12 +67,6 @@ pytestmark = [
 SCALE = float(os.environ.get("RELIABILITY_FUZZ_SCALE", "1"))
 SCHEMA_CASES = {"positive": int(260 * SCALE), "negative": int(200 * SCALE)}  # per operation
 TOKENS = ("right", "right", "right", "none", "wrong", "other")
-NO_OUTSIDE = {  # nothing the processes do may leave loopback
-    "HTTP_PROXY": "http://127.0.0.1:9",
-    "HTTPS_PROXY": "http://127.0.0.1:9",
-    "ALL_PROXY": "http://127.0.0.1:9",
-    "NO_PROXY": "127.0.0.1,localhost",
-}
 
 
 @dataclass
@@ -579,9 +580,7 @@ def test_ten_thousand_hostile_inputs(
         queue = f"After fuzz {uuid.uuid4().hex[:8]}"
         when = base + 13 * 3600 * 1000
         event = conv_event(str(uuid.uuid4()), "resolved", when, ("gafter", queue))
-        after = httpx.post(
-            web.url + EVENTS, json=event, headers={"Authorization": f"Bearer {key}"}, timeout=15
-        )
+        after = httpx.post(web.url + EVENTS, json=event, headers=bearer(key), timeout=15)
         assert after.status_code == 202
         again = Process(settings, "worker", "--burst", extra_env=NO_OUTSIDE)
         WATCH.logs.append(again.log)

@@ -18,29 +18,26 @@ from starlette.routing import Mount, Route
 from app.auth import token_matches
 from app.main import create_app
 from app.settings import Settings
-from tests.e2e.processes import ROOT, Process
-from tests.factories import ADMIN_TOKEN, READER_TOKEN, conv_event, iso
-from tests.reliability.harness import (
+from tests.e2e.processes import Process
+from tests.reliability.harness import FIGURES, WATCH, create_integration, create_key, stack
+from tests.support import (
     ADMIN,
+    ADMIN_TOKEN,
     EVENTS,
-    FIGURES,
     READER,
-    WATCH,
+    READER_TOKEN,
+    ROOT,
     base_day,
-    create_integration,
-    create_key,
+    bearer,
+    conv_event,
     day_ms,
+    iso,
     read_counts,
-    stack,
 )
 
 pytestmark = pytest.mark.reliability
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/signin", "/signout", "/static"}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_keys_are_bound_to_their_integration_and_cannot_read(

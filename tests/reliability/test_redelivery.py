@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import redis
 from hypothesis import HealthCheck, given
@@ -18,26 +17,29 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from app.main import create_app
-from app.redis_keys import RedisKeys
 from app.settings import Settings
-from tests.conftest import create_integration as create_integration_in_process
-from tests.e2e.test_pipeline_e2e import expected_counts
-from tests.pipeline import apply_all, counts
+from tests import support
 from tests.reliability.harness import (
-    EVENTS,
     FIGURES,
     WATCH,
-    base_day,
     create_integration,
     create_key,
-    day_ms,
     deliver,
     diff,
-    pending,
     processed,
+    stack,
+)
+from tests.support import (
+    apply_all,
+    base_day,
+    counts,
+    day_ms,
+    expected_counts,
+    pending,
+    post_events,
     random_history,
     read_counts,
-    stack,
+    shard_of,
     wait_until,
 )
 
@@ -150,13 +152,11 @@ def test_property_three_deliveries_any_order_any_batching(
     deliveries = [e for h in histories for e in h] * 3
     rng.shuffle(deliveries)
     with TestClient(create_app(settings)) as client:
-        iid, key = create_integration_in_process(client)
+        iid, key = support.create_integration(client)
         at = 0
         while at < len(deliveries):
             size = sizes[at % len(sizes)]
-            answer = client.post(
-                EVENTS, json=deliveries[at : at + size], headers={"Authorization": f"Bearer {key}"}
-            )
+            answer = post_events(client, key, deliveries[at : at + size])
             assert answer.status_code == 202, answer.text
             at += size
             if rng.random() < 0.3:  # drains interleave with ingest
@@ -165,9 +165,5 @@ def test_property_three_deliveries_any_order_any_batching(
         for shard in range(settings.shards):
             apply_all(r, settings, shard, batch=drain)
         assert pending(r, settings) == 0
-        shard = int(
-            orjson.loads(r.hget(RedisKeys(settings.key_prefix).integrations(), iid) or b"{}")[
-                "shard"
-            ]
-        )
+        shard = shard_of(r, settings, iid)
         assert counts(r, settings, iid, shard) == expected_counts(histories)

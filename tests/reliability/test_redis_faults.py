@@ -16,22 +16,27 @@ import pytest
 
 from app.settings import Settings
 from tests.e2e.processes import Process
-from tests.factories import conv_event, iso, make_settings
 from tests.redis_server import RedisServer, free_port
 from tests.reliability.harness import (
-    EVENTS,
     FIGURES,
     WATCH,
     Delivery,
-    base_day,
     create_integration,
     create_key,
-    day_ms,
     deliver,
-    pending,
     processed,
-    read_counts,
     stack,
+)
+from tests.support import (
+    EVENTS,
+    base_day,
+    bearer,
+    conv_event,
+    day_ms,
+    iso,
+    make_settings,
+    pending,
+    read_counts,
     wait_until,
 )
 
@@ -90,9 +95,7 @@ def test_redis_sigkill_restart_and_outage_during_load(server: RedisServer, fresh
 
         def client_run(index: int) -> None:
             crng = random.Random(index)
-            with httpx.Client(
-                base_url=web.url, headers={"Authorization": f"Bearer {key}"}, timeout=15
-            ) as client:
+            with httpx.Client(base_url=web.url, headers=bearer(key), timeout=15) as client:
                 for n in range(index, REQUESTS, CLIENTS):
                     if time.monotonic() > hard_stop or web.proc.poll() is not None:
                         return  # bounded: the assertions below say what is missing
@@ -192,9 +195,7 @@ def test_503_whenever_the_event_cannot_be_stored_and_recovery_without_restart(
         pid = web.proc.pid
         iid = create_integration(web.url, "Refused", f"fc-refused-{uuid.uuid4().hex}")
         _, key = create_key(web.url, iid)
-        client = httpx.Client(
-            base_url=web.url, headers={"Authorization": f"Bearer {key}"}, timeout=15
-        )
+        client = httpx.Client(base_url=web.url, headers=bearer(key), timeout=15)
         acked: list[tuple[str, str]] = []
         n = 0
 

@@ -13,21 +13,24 @@ import pytest
 import redis
 
 from app.settings import Settings
-from tests.e2e.test_pipeline_e2e import expected_counts
 from tests.reliability.harness import (
     FIGURES,
     WATCH,
-    base_day,
     create_integration,
     create_key,
-    day_ms,
     deliver,
     diff,
-    pending,
     processed,
+    stack,
+)
+from tests.support import (
+    base_day,
+    bearer,
+    day_ms,
+    expected_counts,
+    pending,
     random_history,
     read_counts,
-    stack,
     wait_until,
 )
 
@@ -58,9 +61,7 @@ def test_worker_sigkill_mid_drain_five_times(settings: Settings, r: redis.Redis)
         # a trickle keeps arriving all the time, so ingest and drains overlap.
         trickle, events = events[: len(events) // 6], events[len(events) // 6 :]
         chunks = [events[i :: KILLS + 1] for i in range(KILLS + 1)]
-        client = httpx.Client(
-            base_url=web.url, headers={"Authorization": f"Bearer {key}"}, timeout=15
-        )
+        client = httpx.Client(base_url=web.url, headers=bearer(key), timeout=15)
         stop = threading.Event()
         trickled: list[int] = []
 
