@@ -140,10 +140,10 @@ def run_dev(port: int | None = None) -> int:
                 break
             time.sleep(0.2)
     finally:
+        # One at a time, the private Redis last: the worker's warm shutdown still needs it.
         for proc in reversed(procs):
             if proc.poll() is None:
                 proc.terminate()
-        for proc in reversed(procs):
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
