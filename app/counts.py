@@ -6,7 +6,7 @@ import csv
 import io
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,7 +34,7 @@ class Query:
     queue: str | None
 
 
-def _zone(name: str | None) -> ZoneInfo | None:
+def zone_of(name: str | None) -> ZoneInfo | None:
     if not name:
         return None
     try:
@@ -53,7 +53,12 @@ def _instant(label: str, value: str | None, zone: ZoneInfo | None) -> datetime:
     except ValueError:
         raise BadRequest(f"`{label}` is not an ISO 8601 time: {value!r}") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone or UTC)
+        if zone is not None:  # a local time can name two instants (or none) on DST days
+            raise BadRequest(
+                f"`{label}` needs its UTC offset when `tz` is given "
+                f"(e.g. 2026-10-25T00:00:00+02:00): {value!r}"
+            )
+        parsed = parsed.replace(tzinfo=UTC)
     try:
         in_range = EARLIEST <= parsed.astimezone(UTC) <= LATEST
     except (OverflowError, ValueError):  # e.g. year 1 with a positive offset
@@ -82,7 +87,7 @@ def parse_query(
         minutes = -1
     if minutes not in INTERVALS:
         raise BadRequest(f"`interval` must be {_INTERVALS_TEXT} (minutes)")
-    zone = _zone(tz)
+    zone = zone_of(tz)
     begin, finish = _instant("from", start, zone), _instant("to", end, zone)
     if finish <= begin:
         raise BadRequest("`to` must be after `from`")
@@ -101,12 +106,24 @@ def _iso(moment: datetime, zone: ZoneInfo | None) -> str:
     return moment.astimezone(zone).isoformat()
 
 
+def local_day(day: date, zone: ZoneInfo | None) -> tuple[datetime, datetime]:
+    """A whole day on the zone's real clock (23, 24 or 25 hours) as two instants."""
+    start = datetime.combine(day, time(), tzinfo=zone or UTC)
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=zone or UTC)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
 def _bucket(slot: int, interval: int, zone: ZoneInfo | None) -> datetime:
-    """Start of the interval (local clock when a zone is given) holding a 15-minute slot."""
+    """Start of the interval (local clock when a zone is given) holding a 15-minute slot.
+
+    Floored in UTC by the local minute: local arithmetic would lose which of two repeated
+    local hours it is (Python resets `fold`), merging them on the day the clock goes back.
+    Every offset in use is a multiple of 15 minutes and clocks change on 30-minute marks,
+    so the offset is the same for the whole interval.
+    """
     utc = datetime.fromtimestamp(slot * SLOT_MS / 1000, UTC)
     local = utc.astimezone(zone) if zone else utc
-    floored = local - timedelta(minutes=local.minute % interval)
-    return floored.astimezone(UTC)
+    return utc - timedelta(minutes=local.minute % interval)
 
 
 async def queue_names(redis: Redis, keys: RedisKeys, shard: int, iid: str) -> dict[int, str]:

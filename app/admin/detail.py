@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from app.admin.chart import build_chart
 from app.admin.page import Page, posted_form, sentence, signed_in_page, signin_redirect
 from app.admin.status import status_rows
-from app.counts import INTERVALS, Query, parse_query, read_counts
+from app.counts import INTERVALS, Query, local_day, parse_query, read_counts, zone_of
 from app.errors import BadRequest, Conflict, NotFound
 
 DEFAULT_INTERVAL = 15
@@ -45,14 +45,10 @@ def counts_query(day_text: str, interval_text: str, tz: str) -> tuple[CountsView
     except ValueError:
         view.error = "Choose a day (YYYY-MM-DD)"
         return view, None
-    following = day + timedelta(days=1)
     try:
+        start, end = local_day(day, zone_of(tz or None))
         query = parse_query(
-            f"{day.isoformat()}T00:00:00",
-            f"{following.isoformat()}T00:00:00",
-            str(view.interval),
-            tz or None,
-            None,
+            start.isoformat(), end.isoformat(), str(view.interval), tz or None, None
         )
     except BadRequest as exc:
         view.error = sentence(exc.message)
