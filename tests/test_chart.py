@@ -133,7 +133,9 @@ def test_a_regular_day_has_twelve_time_labels(interval: int) -> None:
 
 def test_a_day_with_a_dst_change_has_23_intervals_in_local_time() -> None:
     # Europe/Berlin skips 02:00-03:00 on 2026-03-29: bars and labels are in local time.
-    query = parse_query("2026-03-29T00:00:00", "2026-03-30T00:00:00", "60", "Europe/Berlin", None)
+    query = parse_query(
+        "2026-03-29T00:00:00+01:00", "2026-03-30T00:00:00+02:00", "60", "Europe/Berlin", None
+    )
     rows = [
         row("2026-03-29T01:00:00+01:00", "Billing", 1),
         row("2026-03-29T03:00:00+02:00", "Billing", 2),
