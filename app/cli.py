@@ -13,7 +13,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.counts import INTERVALS, parse_query, read_counts, to_csv
+from app.changes import Changes, parse_revision, read_changes
+from app.counts import INTERVALS, Snapshot, parse_query, read_counts, to_csv
 from app.errors import AppError
 from app.freshchat import verify_api_key
 from app.integration import NewIntegration
@@ -108,17 +109,48 @@ def cmd_contacts(args: argparse.Namespace, settings: Settings) -> int:
     """Print counts for a range."""
     query = parse_query(args.from_, args.to, str(args.interval), args.tz, args.queue)
 
-    async def read(i: Integrations) -> list[dict[str, Any]]:
+    async def read(i: Integrations) -> Snapshot:
         integration = await i.get(args.id)
         return await read_counts(i.redis, i.redis_keys, integration.shard, args.id, query)
 
-    rows = _with_integrations(settings, read)
+    snapshot: Snapshot = _with_integrations(settings, read)
     if args.csv:
-        sys.stdout.write(to_csv(rows))
+        sys.stdout.write(to_csv(snapshot.rows))
         return 0
-    lines = [f"{r['interval_start']}  {r['contacts']:>6}  {r['queue']}" for r in rows]
-    data = {"integration_id": args.id, "interval_minutes": args.interval, "rows": rows}
-    _print(args, data, "\n".join(lines) or "no contacts in that range")
+    lines = [f"{at}  {n:>6}  {queue}" for at, queue, n in snapshot.rows]
+    data = {
+        "integration_id": args.id,
+        "interval_minutes": args.interval,
+        "from": query.echo(query.start),
+        "to": query.echo(query.end),
+        "revision": snapshot.revision,
+        "applied_through": snapshot.applied_through,
+        "rows": snapshot.dict_rows(),
+    }
+    human = "\n".join(lines) or "no contacts in that range"
+    _print(
+        args,
+        data,
+        f"{human}\n(revision {snapshot.revision}, applied through {snapshot.applied_through})",
+    )
+    return 0
+
+
+def cmd_changes(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the intervals and queues whose counts changed after a revision."""
+    since = parse_revision(args.since)
+
+    async def read(i: Integrations) -> Changes:
+        integration = await i.get(args.id)
+        days = settings.changes_retention_days
+        return await read_changes(i.redis, i.redis_keys, integration.shard, args.id, since, days)
+
+    found: Changes = _with_integrations(settings, read)
+    listed = [{"interval_start": at, "queue": queue} for at, queue in found.changes]
+    data = {"integration_id": args.id, "since": found.since, "revision": found.revision}
+    lines = [f"{at}  {queue}" for at, queue in found.changes]
+    human = "\n".join(lines) or "no changes"
+    _print(args, {**data, "changes": listed}, f"{human}\n(revision {found.revision})")
     return 0
 
 
@@ -215,11 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     contacts.add_argument("--from", dest="from_", required=True, help="ISO 8601 start (inclusive)")
     contacts.add_argument("--to", required=True, help="ISO 8601 end (exclusive)")
     contacts.add_argument("--interval", type=int, default=INTERVALS[0], choices=INTERVALS)
-    contacts.add_argument("--tz", help="IANA time zone for 30/60-minute intervals")
+    contacts.add_argument(
+        "--tz",
+        help="IANA time zone for 30/60-minute intervals (then --from/--to need their offset)",
+    )
     contacts.add_argument("--queue", help="only this source queue")
     contacts.add_argument("--csv", action="store_true", help="CSV with a header line")
     json_flag(contacts)
     contacts.set_defaults(func=cmd_contacts)
+
+    changes = sub.add_parser(
+        "changes", help="the intervals and queues whose counts changed after a revision"
+    )
+    changes.add_argument("id", help="integration id")
+    changes.add_argument(
+        "--since", required=True, help="a revision from an earlier contacts or changes answer"
+    )
+    json_flag(changes)
+    changes.set_defaults(func=cmd_changes)
 
     worker = sub.add_parser("worker", help="run an RQ worker that drains pending events")
     worker.add_argument(

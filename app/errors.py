@@ -68,6 +68,13 @@ class Conflict(AppError):
     reason = "conflict"
 
 
+class Gone(AppError):
+    """What was asked for is no longer kept (e.g. changes older than the retention)."""
+
+    status = 410
+    reason = "gone"
+
+
 class PayloadTooLarge(AppError):
     """The body is over the configured limit."""
 

@@ -14,8 +14,9 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
@@ -49,6 +50,26 @@ def _error_response(exc: AppError) -> Response:
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
     return _error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405: under /v1 in the API's one JSON error shape (§6)."""
+    assert isinstance(exc, HTTPException)
+    if not request.url.path.startswith("/v1/"):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    reasons = {
+        404: ("no such endpoint", "not_found"),
+        405: ("method not allowed", "method_not_allowed"),
+    }
+    message, reason = reasons.get(exc.status_code, (str(exc.detail), "invalid"))
+    return Response(
+        orjson.dumps(
+            {"error": f"{message}: {request.method} {request.url.path}", "reason": reason}
+        ),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=exc.headers,
+    )
 
 
 async def _redis_error(request: Request, exc: Exception) -> Response:
@@ -150,7 +171,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = App(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={AppError: _app_error, RedisError: _redis_error},
+        exception_handlers={
+            AppError: _app_error,
+            RedisError: _redis_error,
+            HTTPException: _http_error,
+        },
     )
     app.add_middleware(RequestLog)
     return app

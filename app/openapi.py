@@ -17,6 +17,7 @@ from app.schemas import (
     Accepted,
     ApiKeyCreated,
     ApiKeyList,
+    ChangesOut,
     Contacts,
     ErrorBody,
     IntegrationList,
@@ -27,14 +28,15 @@ from app.settings import Settings
 
 REF = "#/components/schemas/{model}"
 MODELS: list[type[BaseModel]] = [
-    Accepted, ApiKeyCreated, ApiKeyList, Contacts, ErrorBody, IntegrationIn, IntegrationList,
-    IntegrationOut, IntegrationPatch, Queues, ConversationEvent, OtherEvent,
+    Accepted, ApiKeyCreated, ApiKeyList, ChangesOut, Contacts, ErrorBody, IntegrationIn,
+    IntegrationList, IntegrationOut, IntegrationPatch, Queues, ConversationEvent, OtherEvent,
 ]  # fmt: skip
 ERRORS = {
     "400": "invalid input (names the field)",
     "401": "missing or invalid credentials",
     "404": "no such integration or key",
     "409": "conflict (duplicate name, deleted integration)",
+    "410": "no longer kept (changes older than CHANGES_RETENTION_DAYS: re-read the range)",
     "413": "body over the limit",
     "415": "not JSON",
     "429": "rate limit exceeded (Retry-After)",
@@ -186,6 +188,15 @@ def build(max_events: int) -> dict[str, Any]:
                 params=contacts_params,
             )
         },
+        "/v1/integrations/{iid}/changes": {
+            "get": _op(
+                "The 15-minute intervals and queues whose counts changed after a revision",
+                ("200", _ref(ChangesOut)),
+                ("400", "401", "404", "410"),
+                "reader",
+                params=[iid, _query("since", {"type": "string", "pattern": "^[0-9]+$"}, True)],
+            )
+        },
         "/v1/integrations/{iid}/queues": {
             "get": _op(
                 "Source queues seen", ("200", _ref(Queues)), ("401", "404"), "reader", params=[iid]
@@ -197,6 +208,13 @@ def build(max_events: int) -> dict[str, Any]:
     }
     contacts_ok = paths["/v1/integrations/{iid}/contacts"]["get"]["responses"]["200"]
     contacts_ok["content"]["text/csv"] = {"schema": {"type": "string"}}  # format=csv / Accept
+    contacts_ok["headers"] = {
+        name: {"description": what, "schema": {"type": "string"}}
+        for name, what in (
+            ("X-Revision", "the revision of the rows (CSV answers)"),
+            ("X-Applied-Through", "every event stored before it is counted (CSV answers)"),
+        )
+    }
     bearer = {"type": "http", "scheme": "bearer"}
     return {
         "openapi": "3.1.0",

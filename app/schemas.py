@@ -72,13 +72,31 @@ class ContactRow(BaseModel):
 
 
 class Contacts(BaseModel):
-    """`GET /v1/integrations/{id}/contacts` (JSON)."""
+    """`GET /v1/integrations/{id}/contacts` (JSON; served streamed, in this shape)."""
 
     integration_id: str
     interval_minutes: int
     from_: str = Field(alias="from")
     to: str
+    revision: str = Field(description="grows with every change; taken with the rows")
+    applied_through: str = Field(description="every event stored before it is counted")
     rows: list[ContactRow]
+
+
+class Change(BaseModel):
+    """A 15-minute UTC interval and queue whose count changed."""
+
+    interval_start: str
+    queue: str
+
+
+class ChangesOut(BaseModel):
+    """`GET /v1/integrations/{id}/changes?since=REVISION`."""
+
+    integration_id: str
+    since: str
+    revision: str
+    changes: list[Change]
 
 
 class QueueSeen(BaseModel):

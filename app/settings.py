@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     shards: int = Field(default=8, ge=1, le=1024)
     chat_ttl_days: int = Field(default=90, ge=1)
     counts_retention_days: int = Field(default=400, ge=1)
+    changes_retention_days: int = Field(default=35, ge=1, le=3650)
 
     drain_batch: int = Field(default=2000, ge=1, le=100_000)
     drain_lease_seconds: float = Field(default=20.0, gt=0)

@@ -1,6 +1,6 @@
 """The §10 benchmark: one run, one table, every figure against a baseline of the same run.
 
-bench/run [--quick] [--only ingest,processing,freshness,memory,growth]
+bench/run [--quick] [--only ingest,processing,freshness,memory,growth,reads]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 
-from bench import freshness, growth, ingest, memory, processing
+from bench import freshness, growth, ingest, memory, processing, reads
 from bench.common import Row, log
 
 SECTIONS: dict[str, Callable[[bool, int], tuple[list[Row], list[str]]]] = {
@@ -26,6 +26,7 @@ SECTIONS: dict[str, Callable[[bool, int], tuple[list[Row], list[str]]]] = {
     "freshness": freshness.measure,
     "memory": memory.measure,
     "growth": growth.measure,
+    "reads": reads.measure,
 }
 
 

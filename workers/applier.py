@@ -60,6 +60,7 @@ class Applier:
                 int(time.time()),
                 "1" if dead_letter else "0",
                 end,
+                self.settings.changes_retention_days * 24,
             ],
         )
         last, applied, needs, dead_ids, error = out

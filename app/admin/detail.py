@@ -71,7 +71,8 @@ async def _detail(
         params.get("day", today)[:40], params.get("interval", "15")[:4], params.get("tz", "")[:64]
     )
     if query is not None:
-        view.rows = await read_counts(page.redis, page.redis_keys, record.shard, iid, query)
+        snapshot = await read_counts(page.redis, page.redis_keys, record.shard, iid, query)
+        view.rows = snapshot.dict_rows()
         view.total = sum(int(r["contacts"]) for r in view.rows)
         if view.rows:
             view.chart = build_chart(view.rows, query)

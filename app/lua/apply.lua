@@ -5,7 +5,13 @@
 --
 -- KEYS[1] source stream, KEYS[2] dead-letter stream, KEYS[3] the shard's worker counters
 -- ARGV: shard key prefix, start id ('-' or '(<id>'), count, chat ttl ms,
---       counts retention s, now (unix s), single ('1': fail instead of dead-letter), end id
+--       counts retention s, now (unix s), single ('1': fail instead of dead-letter), end id,
+--       changes retention (hours)
+-- Revisions (§6): per integration, every batch that changed counts takes the next
+-- revision (hash P..'rv', field iid) and records each changed 15-minute interval and queue
+-- once, scored with that revision (zset P..'ch:'..iid: "<slot>:<qid>"); the first revision
+-- of every hour is kept (hash P..'ck:'..iid) so that history older than the retention can
+-- be dropped, raising the floor (P..'rv' field iid..'/f') below which `changes` says 410.
 -- Returns {last id read, applied, {iid, gid, ...} needing a group name, {dead ids}, error}
 
 local src, dead, stats = KEYS[1], KEYS[2], KEYS[3]
@@ -14,6 +20,7 @@ local start, count = ARGV[2], tonumber(ARGV[3])
 local chat_ttl, keep_s, now_s = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local single = ARGV[7] == '1'
 local stop = ARGV[8] or '+'
+local keep_hours = tonumber(ARGV[9] or '840')
 
 local UNDEF = 'Undefined_Queue'
 local EPOCH = 1577836800000 -- 2020-01-01T00:00Z in ms
@@ -22,6 +29,7 @@ local SLOT = 900000         -- 15 minutes in ms
 
 local floor = math.floor
 local gcache, qcache, ncache = {}, {}, {}
+local changed, changed_iids = {}, {} -- iid -> {cell = true, n = count}, in first-change order
 
 local function group_of(iid, gid)
   local k = iid .. '\0' .. gid
@@ -92,6 +100,53 @@ local function bump(iid, t, q, delta)
     redis.call('EXPIREAT', key, (day + 1) * 86400 + keep_s)
   end
   redis.call('HINCRBY', P .. 'qs:' .. iid, q .. ':n', delta)
+  local cells = changed[iid]
+  if not cells then
+    cells = {}
+    changed[iid] = cells
+    changed_iids[#changed_iids + 1] = iid
+  end
+  local cell = string.format('%d:%d', slot, q)
+  if not cells[cell] then
+    cells[cell] = true
+    cells[#cells + 1] = cell
+  end
+end
+
+-- One revision per integration per batch, whatever the number of events it moved.
+local function record_changes(iid, cells)
+  local revs = P .. 'rv'
+  local rev = redis.call('HINCRBY', revs, iid, 1)
+  local zadd = {}
+  for i = 1, #cells do
+    zadd[#zadd + 1] = rev
+    zadd[#zadd + 1] = cells[i]
+  end
+  local log = P .. 'ch:' .. iid
+  for i = 1, #zadd, 1000 do
+    redis.call('ZADD', log, unpack(zadd, i, math.min(i + 999, #zadd)))
+  end
+  local hours = P .. 'ck:' .. iid
+  local hour = floor(now_s / 3600)
+  if redis.call('HSETNX', hours, hour, rev) == 1 then
+    -- Once an hour: forget the cells last changed before the retention, raise the floor.
+    local cut_rev = nil
+    local all = redis.call('HGETALL', hours)
+    for i = 1, #all, 2 do
+      local h, r = tonumber(all[i]), tonumber(all[i + 1])
+      if h <= hour - keep_hours then
+        redis.call('HDEL', hours, all[i])
+        if not cut_rev or r > cut_rev then cut_rev = r end
+      end
+    end
+    if cut_rev then
+      redis.call('ZREMRANGEBYSCORE', log, '-inf', '(' .. cut_rev)
+      local floor_field = iid .. '/f'
+      if (tonumber(redis.call('HGET', revs, floor_field)) or 0) < cut_rev - 1 then
+        redis.call('HSET', revs, floor_field, cut_rev - 1)
+      end
+    end
+  end
 end
 
 local function seen(iid, q, t)
@@ -201,6 +256,7 @@ for _, entry in ipairs(entries) do
   end
 end
 
+for _, iid in ipairs(changed_iids) do record_changes(iid, changed[iid]) end
 if applied > 0 then redis.call('HINCRBY', stats, 'processed', applied) end
 if #dead_ids > 0 then redis.call('HINCRBY', stats, 'dead', #dead_ids) end
 for i = 1, #done, 1000 do

@@ -147,7 +147,7 @@ def test_every_admin_surface_needs_the_admin_token(settings: Settings, r: redis.
         key_id, key = create_key(web.url, iid)
         surfaces = _admin_requests(create_app(settings).routes, iid, key_id)
         assert len(surfaces) >= 15, surfaces
-        readers = {f"/v1/integrations/{iid}/contacts", f"/v1/integrations/{iid}/queues"}
+        readers = {f"/v1/integrations/{iid}/{name}" for name in ("contacts", "queues", "changes")}
         checked = 0
         with httpx.Client(base_url=web.url, timeout=15, follow_redirects=False) as client:
             for method, path in surfaces:

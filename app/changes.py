@@ -1,0 +1,73 @@
+"""The changes feed (§6): which 15-minute intervals and queues changed after a revision.
+
+The apply script gives every batch that changed an integration's counts the next
+revision and scores each changed cell with it (`RedisKeys.changes`); a cell keeps only
+its latest revision, so the feed lists it once however often it moved.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from app.counts import iso_utc, names_of
+from app.errors import BadRequest, Gone
+from app.lua import SLOT_MS
+from app.redis_keys import RedisKeys, text
+
+_REVISION = re.compile(r"^(0|[1-9][0-9]{0,17})$")
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The changed cells after `since`, and the revision that brings a copy up to date."""
+
+    since: str
+    revision: str
+    changes: list[tuple[str, str]]  # (interval_start, queue), sorted
+
+
+def parse_revision(value: str | None) -> int:
+    """A revision from a query string; BadRequest when it is not one."""
+    if value is None or not _REVISION.match(value):
+        raise BadRequest(
+            "`since` must be a revision as returned in `revision` (e.g. since=42)",
+            [{"loc": ["query", "since"], "msg": "not a revision"}],
+        )
+    return int(value)
+
+
+async def read_changes(
+    redis: Redis, keys: RedisKeys, shard: int, iid: str, since: int, retention_days: int
+) -> Changes:
+    """Every cell whose count changed after `since`; Gone when that history was dropped."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hmget(keys.revisions(shard), [iid, f"{iid}/f"])
+        pipe.zrangebyscore(keys.changes(shard, iid), f"({since}", "+inf")
+        pipe.hgetall(keys.queue_names(shard, iid))
+        (current, floor), cells, names = await pipe.execute()
+    revision = int(current or 0)
+    if since > revision:
+        raise BadRequest(
+            f"`since` is ahead of this integration's revision ({revision}): "
+            "use a revision this integration returned"
+        )
+    if since < int(floor or 0):
+        raise Gone(
+            f"changes before revision {int(floor)} are no longer kept "
+            f"(CHANGES_RETENTION_DAYS={retention_days}): re-read the whole range, "
+            "then follow changes from the revision of that read"
+        )
+    queue = names_of(names)
+    found = set()
+    for cell in cells:
+        slot, _, qid = text(cell).partition(":")
+        found.add((int(slot), queue.get(int(qid), "")))
+    listed = [
+        (iso_utc(datetime.fromtimestamp(slot * SLOT_MS / 1000, UTC)), name)
+        for slot, name in sorted(found)
+    ]
+    return Changes(str(since), str(revision), listed)

@@ -1,0 +1,111 @@
+"""The read path's pure parts: aggregation (fast path and general path) against a plain
+reference, and the CSV writer against the csv module."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.counts import (
+    Query,
+    Row,
+    _bucket,
+    aggregate,
+    csv_chunks,
+    json_chunks,
+    local_day,
+    parse_query,
+    zone_of,
+)
+from app.lua import SLOT_MS, SLOTS_PER_DAY, UNDEFINED_QUEUE
+
+NAMES = {0: UNDEFINED_QUEUE, 1: "Support", 2: "Billing", 3: "a,b", 4: 'say "hi"'}
+FIRST_DAY = 20415  # 2025-11-23
+
+
+def reference(cells: dict[tuple[int, int], int], query: Query) -> list[Row]:
+    """§6 the slow, obvious way: bucket each slot, sum, sort by instant then queue name."""
+    first = int(query.start.timestamp() * 1000) // SLOT_MS
+    last = int(query.end.timestamp() * 1000) // SLOT_MS
+    totals: dict[tuple[datetime, str], int] = defaultdict(int)
+    for (slot, qid), n in cells.items():
+        name = NAMES.get(qid, UNDEFINED_QUEUE)
+        if first <= slot < last and query.queue in (None, name):
+            totals[(_bucket(slot, query.interval, query.zone), name)] += n
+    out = []
+    for (start, name), n in sorted(totals.items()):
+        label = (
+            start.astimezone(query.zone).isoformat()
+            if query.zone
+            else start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
+        out.append((label, name, n))
+    return out
+
+
+cell_sets = st.dictionaries(
+    st.tuples(
+        st.integers(FIRST_DAY * SLOTS_PER_DAY, (FIRST_DAY + 3) * SLOTS_PER_DAY - 1),
+        st.sampled_from([0, 1, 2, 3, 4, 9]),  # 9: a queue id with no name
+    ),
+    st.integers(1, 50),
+    max_size=80,
+)
+
+
+@given(
+    cells=cell_sets,
+    interval=st.sampled_from([15, 30, 60]),
+    zone=st.sampled_from([None, "Europe/Berlin", "Asia/Kathmandu"]),
+    whole=st.booleans(),
+    queue=st.sampled_from([None, "Billing", UNDEFINED_QUEUE]),
+)
+def test_aggregate_matches_the_plain_reference(
+    cells: dict[tuple[int, int], int],
+    interval: int,
+    zone: str | None,
+    whole: bool,
+    queue: str | None,
+) -> None:
+    day0 = local_day(date(1970, 1, 1) + timedelta(days=FIRST_DAY), zone_of(zone))[0]
+    start = day0 if whole else day0 + timedelta(hours=5)
+    end = start + timedelta(days=2 if whole else 1)
+    query = parse_query(start.isoformat(), end.isoformat(), str(interval), zone, queue)
+    per_day: dict[int, dict[bytes, bytes]] = defaultdict(dict)
+    for (slot, qid), n in cells.items():
+        day, of_day = divmod(slot, SLOTS_PER_DAY)
+        per_day[day][f"{of_day}:{qid}".encode()] = str(n).encode()
+    first = int(start.timestamp() * 1000) // SLOT_MS
+    last = int(end.timestamp() * 1000) // SLOT_MS
+    assert aggregate(first, last, dict(per_day), NAMES, query) == reference(cells, query)
+
+
+LABELS = st.sampled_from(["2026-11-23T08:00:00Z", "2026-10-25T02:00:00+01:00"])
+
+
+@given(st.lists(st.tuples(LABELS, st.text(min_size=1), st.integers(0, 10**6))))
+def test_csv_is_what_the_csv_module_writes(rows: list[Row]) -> None:
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\r\n")
+    writer.writerow(["interval_start", "queue", "contacts"])
+    writer.writerows(rows)
+    assert b"".join(csv_chunks(rows)).decode() == expected.getvalue()
+
+
+def test_json_pieces_make_one_document() -> None:
+    rows = [(f"2026-11-23T{h:02d}:00:00Z", "Support", h + 1) for h in range(24)] * 500
+    head = {"integration_id": "x", "revision": "7"}
+    body = orjson.loads(b"".join(json_chunks(head, rows)))
+    assert body["revision"] == "7" and len(body["rows"]) == len(rows)
+    assert body["rows"][25] == {
+        "interval_start": "2026-11-23T01:00:00Z",
+        "queue": "Support",
+        "contacts": 2,
+    }
+    assert orjson.loads(b"".join(json_chunks(head, []))) == {**head, "rows": []}
