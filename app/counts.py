@@ -186,51 +186,69 @@ def aggregate(
 ) -> list[Row]:
     """Sum the 15-minute cells of slots `first` to `last` (exclusive) into the query's rows.
 
-    A 31-day read of a big customer is ~10^5 cells, so the loop does dictionary lookups
-    only: field names repeat every day (parsed once), slots repeat once per queue (bucketed
-    once), and (interval, queue) is one integer sort key with the queue's rank by name.
+    A 31-day read of a big customer is ~10^5 cells, so the loops do dictionary lookups
+    only: field names repeat every day (parsed once), and (interval, queue) is one integer
+    sort key with the queue's rank by name.
     """
     ranked = sorted({*names.values(), UNDEFINED_QUEUE})
     by_name = {name: i for i, name in enumerate(ranked)}
-    rank_of = {qid: by_name[name] for qid, name in names.items()}
-    undefined = by_name[UNDEFINED_QUEUE]
     width = len(ranked)
-    wanted = None if query.queue is None else by_name.get(query.queue, -1)
-    parsed: dict[bytes, tuple[int, int]] = {}
-    offsets: dict[bytes, int] = {}
+    cells: dict[bytes, tuple[int, int, str]] = {}  # field -> (slot of day, sort key, queue)
+    for fields in per_day.values():
+        for key in fields.keys() - cells.keys():
+            slot_of_day, _, qid = key.partition(b":")
+            name = names.get(int(qid), UNDEFINED_QUEUE)
+            cells[key] = (int(slot_of_day), int(slot_of_day) * width + by_name[name], name)
+    if query.interval == 15:
+        return _quarter_hours(first, last, per_day, cells, query)
     bucket_of: dict[int, int] = {}
     totals: dict[int, int] = {}
     for day, fields in per_day.items():
         base = day * SLOTS_PER_DAY
-        if query.interval == 15 and wanted is None and first <= base and base + 96 <= last:
-            # Every cell is its own row (15-minute buckets are the same in every zone): one
-            # comprehension per day, with each field name's offset worked out once.
-            for key in fields.keys() - offsets.keys():
-                slot_of_day, _, qid = key.partition(b":")
-                offsets[key] = int(slot_of_day) * width + rank_of.get(int(qid), undefined)
-            day_at = base * width
-            totals.update({day_at + offsets[k]: int(v) for k, v in fields.items()})
-            continue
         for key, value in fields.items():
-            cell = parsed.get(key)
-            if cell is None:
-                slot_of_day, _, qid = key.partition(b":")
-                cell = parsed[key] = (int(slot_of_day), rank_of.get(int(qid), undefined))
-            slot = base + cell[0]
-            if first <= slot < last and (wanted is None or cell[1] == wanted):
+            slot_of_day, _, name = cells[key]
+            slot = base + slot_of_day
+            if first <= slot < last and query.queue in (None, name):
                 bucket = bucket_of.get(slot)
                 if bucket is None:
                     start = _bucket(slot, query.interval, query.zone)
                     bucket = bucket_of[slot] = int(start.timestamp()) * 1000 // SLOT_MS
-                at = bucket * width + cell[1]
+                at = bucket * width + by_name[name]
                 totals[at] = totals.get(at, 0) + int(value)
     labels: dict[int, str] = {}
     for bucket in {at // width for at in totals}:
-        moment = datetime.fromtimestamp(bucket * SLOT_MS / 1000, UTC)
-        labels[bucket] = _iso(moment, query.zone)
+        labels[bucket] = _iso(datetime.fromtimestamp(bucket * SLOT_MS / 1000, UTC), query.zone)
     return [
         (labels[at // width], ranked[at % width], n) for at, n in sorted(totals.items()) if n > 0
     ]
+
+
+def _quarter_hours(
+    first: int,
+    last: int,
+    per_day: dict[int, dict[Any, Any]],
+    cells: dict[bytes, tuple[int, int, str]],
+    query: Query,
+) -> list[Row]:
+    """15-minute rows: every cell is its own row (the same in every zone), so each day's
+    fields are only sorted and listed, nothing is summed."""
+    order = {key: cell[1] for key, cell in cells.items()}
+    rows: list[Row] = []
+    for day in sorted(per_day):
+        fields, base = per_day[day], day * SLOTS_PER_DAY
+        keys = sorted(fields, key=order.__getitem__)
+        if not (first <= base and base + SLOTS_PER_DAY <= last) or query.queue is not None:
+            keys = [
+                k
+                for k in keys
+                if first <= base + cells[k][0] < last and query.queue in (None, cells[k][2])
+            ]
+        labels = [
+            _iso(datetime.fromtimestamp((base + s) * SLOT_MS / 1000, UTC), query.zone)
+            for s in range(SLOTS_PER_DAY)
+        ]
+        rows += [(labels[cells[k][0]], cells[k][2], int(fields[k])) for k in keys]
+    return rows
 
 
 async def read_counts(
@@ -310,10 +328,14 @@ def to_csv(rows: list[Row]) -> str:
 def json_chunks(head: dict[str, Any], rows: list[Row]) -> Iterator[bytes]:
     """`head` with a `rows` array of `{interval_start, queue, contacts}`, a piece at a time."""
     yield orjson.dumps(head)[:-1] + b',"rows":['
+    quoted: dict[str, str] = {}  # queue -> its JSON string, encoded once per queue
     for at in range(0, len(rows), CHUNK_ROWS):
-        piece = [
-            {"interval_start": i, "queue": q, "contacts": n}
-            for i, q, n in rows[at : at + CHUNK_ROWS]
-        ]
-        yield (b"," if at else b"") + orjson.dumps(piece)[1:-1]
+        lines = []
+        for start, queue, n in rows[at : at + CHUNK_ROWS]:
+            name = quoted.get(queue)
+            if name is None:
+                name = quoted[queue] = orjson.dumps(queue).decode()
+            # `start` is an ISO 8601 time we formatted: nothing in it needs escaping.
+            lines.append(f'{{"interval_start":"{start}","queue":{name},"contacts":{n}}}')
+        yield (b"," if at else b"") + ",".join(lines).encode()
     yield b"]}"

@@ -109,3 +109,9 @@ def test_json_pieces_make_one_document() -> None:
         "contacts": 2,
     }
     assert orjson.loads(b"".join(json_chunks(head, []))) == {**head, "rows": []}
+
+
+@given(st.lists(st.tuples(LABELS, st.text(min_size=1), st.integers(1, 10**6)), max_size=30))
+def test_json_rows_survive_any_queue_name(rows: list[Row]) -> None:
+    body = orjson.loads(b"".join(json_chunks({"revision": "1"}, rows)))
+    assert [(r["interval_start"], r["queue"], r["contacts"]) for r in body["rows"]] == rows
