@@ -1,8 +1,9 @@
 """The changes feed (§6): which 15-minute intervals and queues changed after a revision.
 
-The apply script gives every batch that changed an integration's counts the next
-revision and scores each changed cell with it (`RedisKeys.changes`); a cell keeps only
-its latest revision, so the feed lists it once however often it moved.
+The apply script gives every batch that changed counts the shard's next revision and
+scores each changed cell of each integration with it (`RedisKeys.changes`); a cell keeps
+only its latest revision, so the feed lists it once however often it moved. A revision
+may also grow when only another integration of the shard changed: it is opaque.
 """
 
 from __future__ import annotations
@@ -45,14 +46,14 @@ async def read_changes(
 ) -> Changes:
     """Every cell whose count changed after `since`; Gone when that history was dropped."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hmget(keys.revisions(shard), [iid, f"{iid}/f"])
+        pipe.hmget(keys.revisions(shard), ["#", "/f"])
         pipe.zrangebyscore(keys.changes(shard, iid), f"({since}", "+inf")
         pipe.hgetall(keys.queue_names(shard, iid))
         (current, floor), cells, names = await pipe.execute()
     revision = int(current or 0)
     if since > revision:
         raise BadRequest(
-            f"`since` is ahead of this integration's revision ({revision}): "
+            f"`since` is ahead of the current revision ({revision}): "
             "use a revision this integration returned"
         )
     if since < int(floor or 0):

@@ -260,7 +260,7 @@ async def read_counts(
     last = int(query.end.timestamp() * 1000) // SLOT_MS  # exclusive
     days = range(first // SLOTS_PER_DAY, (last - 1) // SLOTS_PER_DAY + 1)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hget(keys.revisions(shard), iid)
+        pipe.hget(keys.revisions(shard), "#")
         pipe.xrange(keys.stream(shard), "-", "+", count=1)
         pipe.time()
         pipe.hgetall(keys.queue_names(shard, iid))

@@ -113,16 +113,16 @@ class RedisKeys:
         return f"{self.shard_prefix(shard)}qs:{integration_id}"
 
     def revisions(self, shard: int) -> str:
-        """Hash: integration id -> its counts' revision; `<id>/f` -> the changes floor (§6)."""
+        """Hash: `#` -> the shard's counts revision, `/f` -> the changes floor (§6)."""
         return self.shard_prefix(shard) + "rv"
 
     def changes(self, shard: int, integration_id: str) -> str:
         """Sorted set: `<slot>:<qid>` scored by the revision that last changed its count."""
         return f"{self.shard_prefix(shard)}ch:{integration_id}"
 
-    def change_hours(self, shard: int, integration_id: str) -> str:
-        """Hash: unix hour -> the first revision taken in it (to drop expired changes)."""
-        return f"{self.shard_prefix(shard)}ck:{integration_id}"
+    def change_hours(self, shard: int) -> str:
+        """Hash: unix hour -> the shard's first revision in it (to drop expired changes)."""
+        return self.shard_prefix(shard) + "ck"
 
     def counts(self, shard: int, integration_id: str, day: int) -> str:
         """Hash for one UTC day: `<slot-of-day>:<qid>` -> contacts."""

@@ -13,6 +13,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from app.main import create_app
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 from tests.support import (
@@ -127,8 +128,8 @@ def test_changes_older_than_the_retention_are_410(
         apply_all(r, settings, shard)
     # Revision 2 was taken in an hour now older than CHANGES_RETENTION_DAYS (35 days).
     hour = int(time.time() // 3600)
-    r.delete(keys.change_hours(shard, iid))
-    r.hset(keys.change_hours(shard, iid), str(hour - 35 * 24 - 1), "2")
+    r.delete(keys.change_hours(shard))
+    r.hset(keys.change_hours(shard), str(hour - 35 * 24 - 1), "2")
     store(r, settings, iid, shard, [solved("c9", "2026-11-23T11:00")])
     apply_all(r, settings, shard)  # the hour's first batch drops what is too old
     gone = client.get(f"/v1/integrations/{iid}/changes?since=0", headers=READER)
@@ -239,3 +240,20 @@ def test_an_importer_that_follows_changes_holds_the_servers_counts(
         apply_all(r, settings, shard, batch=data.draw(st.integers(1, 5)))
         revision = follow(client, iid, copy, revision)
         assert copy == rows(read(client, iid, *DAY))
+
+
+def test_integrations_sharing_a_shard_see_only_their_own_changes(
+    client: TestClient, r: redis.Redis, settings: Settings
+) -> None:
+    one = settings.model_copy(update={"shards": 1})
+    with TestClient(create_app(one)) as single:
+        a, _ = create_integration(single, "A")
+        b, _ = create_integration(single, "B")
+        start = read(single, a, *DAY)["revision"]
+        store(r, one, a, 0, [solved("a1", "2026-11-23T08:00")])
+        store(r, one, b, 0, [solved("b1", "2026-11-23T09:00", G2)])
+        apply_all(r, one, 0)  # one batch for both
+        feed_a, feed_b = changes(single, a, start), changes(single, b, start)
+    assert feed_a["revision"] == feed_b["revision"] == str(int(start) + 1)
+    assert feed_a["changes"] == [{"interval_start": "2026-11-23T08:00:00Z", "queue": "Support"}]
+    assert feed_b["changes"] == [{"interval_start": "2026-11-23T09:00:00Z", "queue": "Billing"}]

@@ -7,11 +7,12 @@
 -- ARGV: shard key prefix, start id ('-' or '(<id>'), count, chat ttl ms,
 --       counts retention s, now (unix s), single ('1': fail instead of dead-letter), end id,
 --       changes retention (hours)
--- Revisions (§6): per integration, every batch that changed counts takes the next
--- revision (hash P..'rv', field iid) and records each changed 15-minute interval and queue
--- once, scored with that revision (zset P..'ch:'..iid: "<slot>:<qid>"); the first revision
--- of every hour is kept (hash P..'ck:'..iid) so that history older than the retention can
--- be dropped, raising the floor (P..'rv' field iid..'/f') below which `changes` says 410.
+-- Revisions (§6): every batch that changed counts takes the shard's next revision (hash
+-- P..'rv', field '#'), and each changed 15-minute interval and queue of an integration is
+-- scored with it once (zset P..'ch:'..iid: "<slot>:<qid>"); one revision per batch keeps
+-- the cost flat however many integrations a batch touches. The first revision of every
+-- hour is kept (hash P..'ck') so that history older than the retention can be dropped,
+-- raising the shard's floor (P..'rv' field '/f') below which `changes` says 410.
 -- Returns {last id read, applied, {iid, gid, ...} needing a group name, {dead ids}, error}
 
 local src, dead, stats = KEYS[1], KEYS[2], KEYS[3]
@@ -113,39 +114,43 @@ local function bump(iid, t, q, delta)
   end
 end
 
--- One revision per integration per batch, whatever the number of events it moved.
-local function record_changes(iid, cells)
-  local revs = P .. 'rv'
-  local rev = redis.call('HINCRBY', revs, iid, 1)
-  local zadd = {}
-  for i = 1, #cells do
-    zadd[#zadd + 1] = rev
-    zadd[#zadd + 1] = cells[i]
-  end
-  local log = P .. 'ch:' .. iid
-  for i = 1, #zadd, 1000 do
-    redis.call('ZADD', log, unpack(zadd, i, math.min(i + 999, #zadd)))
-  end
-  local hours = P .. 'ck:' .. iid
+-- The hour's first batch drops history older than the retention: the revision below
+-- which cells may be gone (nil when nothing expired).
+local function expire_history(revs, rev)
+  local hours = P .. 'ck'
   local hour = floor(now_s / 3600)
-  if redis.call('HSETNX', hours, hour, rev) == 1 then
-    -- Once an hour: forget the cells last changed before the retention, raise the floor.
-    local cut_rev = nil
-    local all = redis.call('HGETALL', hours)
-    for i = 1, #all, 2 do
-      local h, r = tonumber(all[i]), tonumber(all[i + 1])
-      if h <= hour - keep_hours then
-        redis.call('HDEL', hours, all[i])
-        if not cut_rev or r > cut_rev then cut_rev = r end
-      end
+  if redis.call('HSETNX', hours, hour, rev) == 0 then return nil end
+  local cut_rev = nil
+  local all = redis.call('HGETALL', hours)
+  for i = 1, #all, 2 do
+    local h, r = tonumber(all[i]), tonumber(all[i + 1])
+    if h <= hour - keep_hours then
+      redis.call('HDEL', hours, all[i])
+      if not cut_rev or r > cut_rev then cut_rev = r end
     end
-    if cut_rev then
-      redis.call('ZREMRANGEBYSCORE', log, '-inf', '(' .. cut_rev)
-      local floor_field = iid .. '/f'
-      if (tonumber(redis.call('HGET', revs, floor_field)) or 0) < cut_rev - 1 then
-        redis.call('HSET', revs, floor_field, cut_rev - 1)
-      end
+  end
+  if cut_rev and (tonumber(redis.call('HGET', revs, '/f')) or 0) < cut_rev - 1 then
+    redis.call('HSET', revs, '/f', cut_rev - 1)
+  end
+  return cut_rev
+end
+
+-- One revision per batch, each changed cell of each integration scored with it once.
+local function record_changes()
+  local revs = P .. 'rv'
+  local rev = redis.call('HINCRBY', revs, '#', 1)
+  local cut_rev = expire_history(revs, rev)
+  for _, iid in ipairs(changed_iids) do
+    local cells, zadd = changed[iid], {}
+    for i = 1, #cells do
+      zadd[#zadd + 1] = rev
+      zadd[#zadd + 1] = cells[i]
     end
+    local log = P .. 'ch:' .. iid
+    for i = 1, #zadd, 1000 do
+      redis.call('ZADD', log, unpack(zadd, i, math.min(i + 999, #zadd)))
+    end
+    if cut_rev then redis.call('ZREMRANGEBYSCORE', log, '-inf', '(' .. cut_rev) end
   end
 end
 
@@ -256,7 +261,7 @@ for _, entry in ipairs(entries) do
   end
 end
 
-for _, iid in ipairs(changed_iids) do record_changes(iid, changed[iid]) end
+if #changed_iids > 0 then record_changes() end
 if applied > 0 then redis.call('HINCRBY', stats, 'processed', applied) end
 if #dead_ids > 0 then redis.call('HINCRBY', stats, 'dead', #dead_ids) end
 for i = 1, #done, 1000 do
