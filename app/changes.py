@@ -1,8 +1,8 @@
 """The changes feed (§6): which 15-minute intervals and queues changed after a revision.
 
 The apply script gives every batch that changed counts the shard's next revision and
-scores each changed cell of each integration with it (`RedisKeys.changes`); a cell keeps
-only its latest revision, so the feed lists it once however often it moved. A revision
+scores each changed cell of each of its integrations with it (`RedisKeys.changes`); a cell
+keeps only its latest revision, so the feed lists it once however often it moved. A revision
 may also grow when only another integration of the shard changed: it is opaque.
 """
 
@@ -47,7 +47,7 @@ async def read_changes(
     """Every cell whose count changed after `since`; Gone when that history was dropped."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hmget(keys.revisions(shard), ["#", "/f"])
-        pipe.zrangebyscore(keys.changes(shard, iid), f"({since}", "+inf")
+        pipe.zrangebyscore(keys.changes(shard), f"({since}", "+inf")
         pipe.hgetall(keys.queue_names(shard, iid))
         (current, floor), cells, names = await pipe.execute()
     revision = int(current or 0)
@@ -63,10 +63,12 @@ async def read_changes(
             "then follow changes from the revision of that read"
         )
     queue = names_of(names)
+    mine = f"{iid}|"
     found = set()
-    for cell in cells:
-        slot, _, qid = text(cell).partition(":")
-        found.add((int(slot), queue.get(int(qid), "")))
+    for member in map(text, cells):
+        if member.startswith(mine):
+            slot, _, qid = member[len(mine) :].partition(":")
+            found.add((int(slot), queue.get(int(qid), "")))
     listed = [
         (iso_utc(datetime.fromtimestamp(slot * SLOT_MS / 1000, UTC)), name)
         for slot, name in sorted(found)

@@ -116,9 +116,9 @@ class RedisKeys:
         """Hash: `#` -> the shard's counts revision, `/f` -> the changes floor (§6)."""
         return self.shard_prefix(shard) + "rv"
 
-    def changes(self, shard: int, integration_id: str) -> str:
-        """Sorted set: `<slot>:<qid>` scored by the revision that last changed its count."""
-        return f"{self.shard_prefix(shard)}ch:{integration_id}"
+    def changes(self, shard: int) -> str:
+        """Sorted set: `<iid>|<slot>:<qid>` scored by the revision that last changed it."""
+        return self.shard_prefix(shard) + "ch"
 
     def change_hours(self, shard: int) -> str:
         """Hash: unix hour -> the shard's first revision in it (to drop expired changes)."""

@@ -101,7 +101,7 @@ def test_a_batch_records_one_revision_and_each_cell_once(
         "2026-11-23T08:15:00Z",
         "2026-11-23T08:30:00Z",
     ]
-    assert r.zcard(RedisKeys(settings.key_prefix).changes(shard, iid)) == 3
+    assert r.zcard(RedisKeys(settings.key_prefix).changes(shard)) == 3
 
 
 def test_malformed_or_unknown_revisions_are_400(client: TestClient) -> None:

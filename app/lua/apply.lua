@@ -8,9 +8,9 @@
 --       counts retention s, now (unix s), single ('1': fail instead of dead-letter), end id,
 --       changes retention (hours)
 -- Revisions (§6): every batch that changed counts takes the shard's next revision (hash
--- P..'rv', field '#'), and each changed 15-minute interval and queue of an integration is
--- scored with it once (zset P..'ch:'..iid: "<slot>:<qid>"); one revision per batch keeps
--- the cost flat however many integrations a batch touches. The first revision of every
+-- P..'rv', field '#'), and each changed 15-minute interval and queue is scored with it
+-- once (zset P..'ch': "<iid>|<slot>:<qid>"); one revision and one ZADD per batch keep the
+-- cost flat however many integrations a batch touches. The first revision of every
 -- hour is kept (hash P..'ck') so that history older than the retention can be dropped,
 -- raising the shard's floor (P..'rv' field '/f') below which `changes` says 410.
 -- Returns {last id read, applied, {iid, gid, ...} needing a group name, {dead ids}, error}
@@ -30,7 +30,7 @@ local SLOT = 900000         -- 15 minutes in ms
 
 local floor = math.floor
 local gcache, qcache, ncache = {}, {}, {}
-local changed, changed_iids = {}, {} -- iid -> {cell = true, n = count}, in first-change order
+local changed, changed_cells = {}, {} -- "<iid>|<slot>:<qid>" changed by this batch
 
 local function group_of(iid, gid)
   local k = iid .. '\0' .. gid
@@ -101,16 +101,10 @@ local function bump(iid, t, q, delta)
     redis.call('EXPIREAT', key, (day + 1) * 86400 + keep_s)
   end
   redis.call('HINCRBY', P .. 'qs:' .. iid, q .. ':n', delta)
-  local cells = changed[iid]
-  if not cells then
-    cells = {}
-    changed[iid] = cells
-    changed_iids[#changed_iids + 1] = iid
-  end
-  local cell = string.format('%d:%d', slot, q)
-  if not cells[cell] then
-    cells[cell] = true
-    cells[#cells + 1] = cell
+  local cell = string.format('%s|%d:%d', iid, slot, q)
+  if not changed[cell] then
+    changed[cell] = true
+    changed_cells[#changed_cells + 1] = cell
   end
 end
 
@@ -135,23 +129,21 @@ local function expire_history(revs, rev)
   return cut_rev
 end
 
--- One revision per batch, each changed cell of each integration scored with it once.
+-- One revision per batch, each changed cell scored with it once.
 local function record_changes()
   local revs = P .. 'rv'
   local rev = redis.call('HINCRBY', revs, '#', 1)
   local cut_rev = expire_history(revs, rev)
-  for _, iid in ipairs(changed_iids) do
-    local cells, zadd = changed[iid], {}
-    for i = 1, #cells do
-      zadd[#zadd + 1] = rev
-      zadd[#zadd + 1] = cells[i]
-    end
-    local log = P .. 'ch:' .. iid
-    for i = 1, #zadd, 1000 do
-      redis.call('ZADD', log, unpack(zadd, i, math.min(i + 999, #zadd)))
-    end
-    if cut_rev then redis.call('ZREMRANGEBYSCORE', log, '-inf', '(' .. cut_rev) end
+  local zadd = {}
+  for i = 1, #changed_cells do
+    zadd[#zadd + 1] = rev
+    zadd[#zadd + 1] = changed_cells[i]
   end
+  local log = P .. 'ch'
+  for i = 1, #zadd, 1000 do
+    redis.call('ZADD', log, unpack(zadd, i, math.min(i + 999, #zadd)))
+  end
+  if cut_rev then redis.call('ZREMRANGEBYSCORE', log, '-inf', '(' .. cut_rev) end
 end
 
 local function seen(iid, q, t)
@@ -261,7 +253,7 @@ for _, entry in ipairs(entries) do
   end
 end
 
-if #changed_iids > 0 then record_changes() end
+if #changed_cells > 0 then record_changes() end
 if applied > 0 then redis.call('HINCRBY', stats, 'processed', applied) end
 if #dead_ids > 0 then redis.call('HINCRBY', stats, 'dead', #dead_ids) end
 for i = 1, #done, 1000 do
