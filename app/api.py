@@ -13,11 +13,12 @@ from starlette.routing import Route
 from app.activity import describe, read_activity
 from app.auth import require_token
 from app.changes import parse_revision, read_changes
-from app.counts import csv_chunks, json_chunks, parse_query, read_counts, read_queues
+from app.counts import csv_chunks, json_chunks, read_counts, read_queues
 from app.errors import BadRequest
 from app.freshchat import verify_api_key
 from app.integration import Integration, IntegrationChanges, NewIntegration
 from app.integrations import Integrations
+from app.intervals import parse_query
 from app.schemas import (
     ApiKeyCreated,
     ApiKeyList,

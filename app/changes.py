@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from app.counts import iso_utc, names_of
+from app.counts import names_of
 from app.errors import BadRequest, Gone
+from app.intervals import iso_utc
 from app.lua import SLOT_MS
 from app.redis_keys import RedisKeys, text
 

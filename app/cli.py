@@ -14,11 +14,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.changes import Changes, parse_revision, read_changes
-from app.counts import INTERVALS, Snapshot, parse_query, read_counts, to_csv
+from app.counts import Snapshot, read_counts, to_csv
 from app.errors import AppError
 from app.freshchat import verify_api_key
 from app.integration import NewIntegration
 from app.integrations import Integrations
+from app.intervals import INTERVALS, parse_query
 from app.settings import Settings, load_settings
 
 PROG = "injixo-freshchat"

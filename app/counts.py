@@ -1,138 +1,20 @@
-"""Reading contact counts: 15-minute UTC buckets rolled up to 15/30/60 minutes (§6)."""
+"""Reading contact counts (§6): the day hashes of 15-minute UTC cells rolled up into a
+query's intervals, with the revision and `applied_through` of the read; JSON and CSV."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from redis.asyncio import Redis
 
-from app.errors import BadRequest
+from app.intervals import Query, bucket_start, iso_in
 from app.lua import SLOT_MS, SLOTS_PER_DAY, UNDEFINED_QUEUE
 from app.redis_keys import RedisKeys, text
-
-MAX_RANGE = timedelta(days=31)
-INTERVALS = (15, 30, 60)  # minutes; the CLI, the page and /openapi.json offer these
-_INTERVALS_TEXT = ", ".join(map(str, INTERVALS[:-1])) + f" or {INTERVALS[-1]}"
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(9999, 12, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Query:
-    """A validated counts request."""
-
-    start: datetime
-    end: datetime
-    interval: int
-    zone: ZoneInfo | None
-    queue: str | None
-
-    def echo(self, moment: datetime) -> str:
-        """An instant in the form `interval_start` takes in this query's answer."""
-        return _iso(moment, self.zone)
-
-
-def zone_of(name: str | None) -> ZoneInfo | None:
-    if not name:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
-        raise BadRequest(
-            f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)"
-        ) from None
-
-
-def _instant(label: str, value: str | None, zone: ZoneInfo | None) -> datetime:
-    if not value:
-        raise BadRequest(f"`{label}` is required (ISO 8601, e.g. 2026-11-23T08:00:00Z)")
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace(" ", "+"))
-    except ValueError:
-        raise BadRequest(f"`{label}` is not an ISO 8601 time: {value!r}") from None
-    if parsed.tzinfo is None:
-        if zone is not None:  # a local time can name two instants (or none) on DST days
-            raise BadRequest(
-                f"`{label}` needs its UTC offset when `tz` is given "
-                f"(e.g. 2026-10-25T00:00:00+02:00): {value!r}"
-            )
-        parsed = parsed.replace(tzinfo=UTC)
-    try:
-        in_range = EARLIEST <= parsed.astimezone(UTC) <= LATEST
-    except (OverflowError, ValueError):  # e.g. year 1 with a positive offset
-        in_range = False
-    if not in_range:
-        raise BadRequest(f"`{label}` must be between 1970 and 9999: {value!r}")
-    return parsed
-
-
-def _aligned(moment: datetime, interval: int, zone: ZoneInfo | None) -> bool:
-    local = moment.astimezone(zone or UTC)
-    return local.second == 0 and local.microsecond == 0 and local.minute % interval == 0
-
-
-def parse_query(
-    start: str | None,
-    end: str | None,
-    interval: str | None,
-    tz: str | None,
-    queue: str | None,
-) -> Query:
-    """Validate the query string of a counts request; BadRequest says what is wrong."""
-    try:
-        minutes = int(interval) if interval else INTERVALS[0]
-    except ValueError:
-        minutes = -1
-    if minutes not in INTERVALS:
-        raise BadRequest(f"`interval` must be {_INTERVALS_TEXT} (minutes)")
-    zone = zone_of(tz)
-    begin, finish = _instant("from", start, zone), _instant("to", end, zone)
-    if finish <= begin:
-        raise BadRequest("`to` must be after `from`")
-    if finish - begin > MAX_RANGE:
-        raise BadRequest("the range may span at most 31 days")
-    for label, moment in (("from", begin), ("to", finish)):
-        if not _aligned(moment, minutes, zone):
-            where = f"in {tz}" if zone else "in UTC"
-            raise BadRequest(f"`{label}` must be aligned to a {minutes}-minute boundary {where}")
-    return Query(begin, finish, minutes, zone, queue if queue else None)
-
-
-def iso_utc(moment: datetime) -> str:
-    """ISO 8601 in UTC, to the second, with `Z`."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _iso(moment: datetime, zone: ZoneInfo | None) -> str:
-    if zone is None:
-        return iso_utc(moment)
-    return moment.astimezone(zone).isoformat()
-
-
-def local_day(day: date, zone: ZoneInfo | None) -> tuple[datetime, datetime]:
-    """A whole day on the zone's real clock (23, 24 or 25 hours) as two instants."""
-    start = datetime.combine(day, time(), tzinfo=zone or UTC)
-    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=zone or UTC)
-    return start.astimezone(UTC), end.astimezone(UTC)
-
-
-def _bucket(slot: int, interval: int, zone: ZoneInfo | None) -> datetime:
-    """Start of the interval (local clock when a zone is given) holding a 15-minute slot.
-
-    Floored in UTC by the local minute: local arithmetic would lose which of two repeated
-    local hours it is (Python resets `fold`), merging them on the day the clock goes back.
-    Every offset in use is a multiple of 15 minutes and clocks change on 30-minute marks,
-    so the offset is the same for the whole interval.
-    """
-    utc = datetime.fromtimestamp(slot * SLOT_MS / 1000, UTC)
-    local = utc.astimezone(zone) if zone else utc
-    return utc - timedelta(minutes=local.minute % interval)
 
 
 def names_of(raw: dict[Any, Any]) -> dict[int, str]:
@@ -211,13 +93,13 @@ def aggregate(
             if first <= slot < last and query.queue in (None, name):
                 bucket = bucket_of.get(slot)
                 if bucket is None:
-                    start = _bucket(slot, query.interval, query.zone)
+                    start = bucket_start(slot, query.interval, query.zone)
                     bucket = bucket_of[slot] = int(start.timestamp()) * 1000 // SLOT_MS
                 at = bucket * width + by_name[name]
                 totals[at] = totals.get(at, 0) + int(value)
     labels: dict[int, str] = {}
     for bucket in {at // width for at in totals}:
-        labels[bucket] = _iso(datetime.fromtimestamp(bucket * SLOT_MS / 1000, UTC), query.zone)
+        labels[bucket] = iso_in(datetime.fromtimestamp(bucket * SLOT_MS / 1000, UTC), query.zone)
     return [
         (labels[at // width], ranked[at % width], n) for at, n in sorted(totals.items()) if n > 0
     ]
@@ -244,7 +126,7 @@ def _quarter_hours(
                 if first <= base + cells[k][0] < last and query.queue in (None, cells[k][2])
             ]
         labels = [
-            _iso(datetime.fromtimestamp((base + s) * SLOT_MS / 1000, UTC), query.zone)
+            iso_in(datetime.fromtimestamp((base + s) * SLOT_MS / 1000, UTC), query.zone)
             for s in range(SLOTS_PER_DAY)
         ]
         rows += [(labels[cells[k][0]], cells[k][2], int(fields[k])) for k in keys]
@@ -287,8 +169,8 @@ async def read_queues(redis: Redis, keys: RedisKeys, shard: int, iid: str) -> li
         out.append(
             {
                 "queue": names.get(qid, UNDEFINED_QUEUE),
-                "first_seen": _iso(datetime.fromtimestamp(s["f"] * SLOT_MS / 1000, UTC), None),
-                "last_seen": _iso(datetime.fromtimestamp(s["l"] * SLOT_MS / 1000, UTC), None),
+                "first_seen": iso_in(datetime.fromtimestamp(s["f"] * SLOT_MS / 1000, UTC), None),
+                "last_seen": iso_in(datetime.fromtimestamp(s["l"] * SLOT_MS / 1000, UTC), None),
                 "contacts": s.get("n", 0),
             }
         )

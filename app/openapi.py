@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api import IntegrationIn, IntegrationPatch
-from app.counts import INTERVALS
 from app.events import ConversationEvent, OtherEvent
+from app.intervals import INTERVALS
 from app.schemas import (
     Accepted,
     ApiKeyCreated,

@@ -18,7 +18,7 @@ from app.admin.chart import (
     build_chart,
     nice_step,
 )
-from app.counts import INTERVALS, Query, parse_query
+from app.intervals import INTERVALS, Query, parse_query
 
 BOTTOM = HEIGHT - LOWER  # 246: the baseline of the plot area
 DAY = ("2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z")

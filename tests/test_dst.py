@@ -11,8 +11,8 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from app.counts import local_day, parse_query
 from app.errors import BadRequest
+from app.intervals import local_day, parse_query
 from app.settings import Settings
 from tests.support import READER, apply_all, at, conv_event, create_integration, shard_of, store
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.counts import INTERVALS
+from app.intervals import INTERVALS
 from app.openapi import build
 
 

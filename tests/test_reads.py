@@ -12,17 +12,8 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.counts import (
-    Query,
-    Row,
-    _bucket,
-    aggregate,
-    csv_chunks,
-    json_chunks,
-    local_day,
-    parse_query,
-    zone_of,
-)
+from app.counts import Row, aggregate, csv_chunks, json_chunks
+from app.intervals import Query, bucket_start, local_day, parse_query, zone_of
 from app.lua import SLOT_MS, SLOTS_PER_DAY, UNDEFINED_QUEUE
 
 NAMES = {0: UNDEFINED_QUEUE, 1: "Support", 2: "Billing", 3: "a,b", 4: 'say "hi"'}
@@ -37,7 +28,7 @@ def reference(cells: dict[tuple[int, int], int], query: Query) -> list[Row]:
     for (slot, qid), n in cells.items():
         name = NAMES.get(qid, UNDEFINED_QUEUE)
         if first <= slot < last and query.queue in (None, name):
-            totals[(_bucket(slot, query.interval, query.zone), name)] += n
+            totals[(bucket_start(slot, query.interval, query.zone), name)] += n
     out = []
     for (start, name), n in sorted(totals.items()):
         label = (

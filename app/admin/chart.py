@@ -9,7 +9,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from app.counts import Query
+from app.intervals import Query
 
 # Okabe-Ito and friends: distinguishable for most colour-vision deficiencies.
 PALETTE = (

@@ -13,8 +13,9 @@ from starlette.responses import RedirectResponse, Response
 from app.admin.chart import build_chart
 from app.admin.page import Page, posted_form, sentence, signed_in_page, signin_redirect
 from app.admin.status import status_rows
-from app.counts import INTERVALS, Query, local_day, parse_query, read_counts, zone_of
+from app.counts import read_counts
 from app.errors import BadRequest, Conflict, NotFound
+from app.intervals import INTERVALS, Query, local_day, parse_query, zone_of
 
 DEFAULT_INTERVAL = 15
 NO_INTEGRATION = "There is no such integration."
