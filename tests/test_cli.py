@@ -13,7 +13,7 @@ import redis
 from app.cli import main
 from app.errors import ConfigError
 from app.settings import Settings, load_settings
-from tests.support import env_for
+from tests.support import G1, apply_all, at, conv_event, env_for, shard_of, store
 
 
 @pytest.fixture
@@ -114,3 +114,51 @@ def test_console_script_help_and_config_exit_code(tmp_path: object) -> None:
         env={"PATH": os.environ["PATH"], "ADMIN_TOKEN": "x"},
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.startswith("injixo-freshchat: invalid settings:")
+
+
+def test_contacts_with_a_zone_and_the_changes_since_a_revision(
+    env: Settings, capsys: pytest.CaptureFixture[str], r: redis.Redis
+) -> None:
+    code, out, _ = run(
+        capsys, "integrations", "add", "--name", "Acme", "--domain", "acme.freshchat.com",
+        "--freshchat-api-key", "fc-KEY", "--skip-verify", "--json",
+    )  # fmt: skip
+    iid = orjson.loads(out)["id"]
+    shard = shard_of(r, env, iid)
+    # Europe/Berlin's clock goes back at 01:00Z on 2026-10-25.
+    store(r, env, iid, shard, [conv_event("c1", "resolved", at("2026-10-25T00:30"), G1)])
+    apply_all(r, env, shard)
+    day = ("--from", "2026-10-25T00:00:00+02:00", "--to", "2026-10-26T00:00:00+01:00")
+    code, out, _ = run(
+        capsys, "contacts", iid, *day, "--interval", "60", "--tz", "Europe/Berlin", "--json"
+    )
+    body = orjson.loads(out)
+    assert code == 0 and body["from"] == "2026-10-25T00:00:00+02:00"
+    assert [(x["interval_start"], x["contacts"]) for x in body["rows"]] == [
+        ("2026-10-25T02:00:00+02:00", 1)
+    ]
+    revision = body["revision"]
+    store(r, env, iid, shard, [conv_event("c2", "resolved", at("2026-10-25T01:30"), G1)])
+    apply_all(r, env, shard)
+    code, out, _ = run(capsys, "changes", iid, "--since", revision, "--json")
+    feed = orjson.loads(out)
+    assert code == 0 and int(feed["revision"]) > int(revision)
+    assert feed["changes"] == [{"interval_start": "2026-10-25T01:30:00Z", "queue": G1[1]}]
+    code, out, _ = run(capsys, "changes", iid, "--since", feed["revision"])
+    assert code == 0 and out.startswith("no changes")
+    code, _, err = run(capsys, "changes", iid, "--since", "yesterday")
+    assert code == 1 and "`since` must be a revision" in err
+    code, _, err = run(
+        capsys,
+        "contacts",
+        iid,
+        "--from",
+        "2026-10-25T00:00:00",
+        "--to",
+        "2026-10-26T00:00:00",
+        "--interval",
+        "60",
+        "--tz",
+        "Europe/Berlin",
+    )
+    assert code == 1 and "needs its UTC offset" in err
