@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
+from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -65,7 +66,10 @@ def dashboard_app(settings: Settings, session: SessionCheck) -> ASGIApp:
     from flask import Flask
     from rq_dashboard.web import setup_rq_connection
 
-    flask_app = Flask("injixo_rq_dashboard")
+    # rq-dashboard's templates link their CSS and scripts through the app's `static`
+    # endpoint, which serves the app's own (empty) folder: point it at the package's.
+    assets = Path(rq_dashboard.__file__).resolve().parent / "static"
+    flask_app = Flask("injixo_rq_dashboard", static_folder=str(assets))
     flask_app.config["RQ_DASHBOARD_REDIS_URL"] = [settings.redis_url]
     flask_app.config["RQ_DASHBOARD_POLL_INTERVAL"] = 2500
     flask_app.register_blueprint(rq_dashboard.blueprint, url_prefix="")

@@ -381,3 +381,14 @@ def test_rq_dashboard_accepts_the_page_session(client: TestClient, settings: Set
     assert client.get("/rq/0/data/queues.json").status_code == 200
     client.cookies.clear()
     assert client.get("/rq/").status_code == 401
+
+
+def test_rq_dashboard_serves_its_styles_and_scripts(client: TestClient) -> None:
+    page = client.get("/rq/", headers=ADMIN)
+    assets = re.findall(r'(?:href|src)="([^"]+\.(?:css|js))"', page.text)
+    assert any(a.endswith("main.css") for a in assets), assets
+    assert any("jquery" in a for a in assets), assets
+    for asset in assets:
+        answer = client.get(asset, headers=ADMIN)
+        assert answer.status_code == 200, asset
+        assert len(answer.content) > 100, asset
