@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from app.errors import BadRequest
@@ -38,8 +39,31 @@ def normalise_domain(value: str, allow_insecure: bool) -> str:
     if _ALLOWED.match(host):
         return host
     if allow_insecure and _INSECURE_HOST.match(host):
+        if _metadata_endpoint(host):
+            raise BadRequest(
+                f"{host!r} is a link-local, unspecified or cloud metadata address, "
+                "never a Freshchat domain"
+            )
         return "http://" + host if scheme != "https" else "https://" + host
     raise BadRequest(f"{host or value.strip()!r} is not a Freshchat domain: " + HELP)
+
+
+# Names cloud providers give their instance-metadata service (which hands out credentials).
+_METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "instance-data"})
+
+
+def _metadata_endpoint(host: str) -> bool:
+    """Whether a host (maybe with a port) is link-local or a metadata service: even in
+    insecure mode, meant for local stand-ins, the Freshchat key must never be sent there."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]").split("]")[0]
+    if name in _METADATA_NAMES or name.endswith(".internal"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return address.is_link_local or address.is_multicast or address.is_unspecified
 
 
 def api_base(domain: str) -> str:
