@@ -29,15 +29,21 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_integrations_and_keys(
-    env: Settings, capsys: pytest.CaptureFixture[str], r: redis.Redis
-) -> None:
+def add_acme(capsys: pytest.CaptureFixture[str]) -> str:
+    """`integrations add` for an integration named Acme; its id."""
     code, out, _ = run(
         capsys, "integrations", "add", "--name", "Acme", "--domain", "acme.freshchat.com",
         "--freshchat-api-key", "fc-KEY", "--skip-verify", "--json",
     )  # fmt: skip
     assert code == 0
-    iid = orjson.loads(out)["id"]
+    iid: str = orjson.loads(out)["id"]
+    return iid
+
+
+def test_integrations_and_keys(
+    env: Settings, capsys: pytest.CaptureFixture[str], r: redis.Redis
+) -> None:
+    iid = add_acme(capsys)
     code, out, _ = run(capsys, "integrations", "list", "--json")
     assert [i["id"] for i in orjson.loads(out)["integrations"]] == [iid]
     code, out, _ = run(capsys, "integrations", "list")
@@ -119,11 +125,7 @@ def test_console_script_help_and_config_exit_code(tmp_path: object) -> None:
 def test_contacts_with_a_zone_and_the_changes_since_a_revision(
     env: Settings, capsys: pytest.CaptureFixture[str], r: redis.Redis
 ) -> None:
-    code, out, _ = run(
-        capsys, "integrations", "add", "--name", "Acme", "--domain", "acme.freshchat.com",
-        "--freshchat-api-key", "fc-KEY", "--skip-verify", "--json",
-    )  # fmt: skip
-    iid = orjson.loads(out)["id"]
+    iid = add_acme(capsys)
     shard = shard_of(r, env, iid)
     # Europe/Berlin's clock goes back at 01:00Z on 2026-10-25.
     store(r, env, iid, shard, [conv_event("c1", "resolved", at("2026-10-25T00:30"), G1)])
