@@ -262,15 +262,21 @@ def test_generated_key_is_shown_once_with_no_store(web: TestClient) -> None:
     iid = saved_integration(web)
     page = web.get(f"/account/integrations/{iid}")
     assert "Install the injixo app" in page.text and "Acme &lt;b&gt;" in page.text
-    response = web.post(f"/account/integrations/{iid}/keys", data={"csrf": csrf})
+    posted = web.post(f"/account/integrations/{iid}/keys", data={"csrf": csrf})
+    # Post/redirect/get: a reload of the page that shows the key generates no other.
+    assert posted.status_code == 303
+    assert posted.headers["location"] == f"/account/integrations/{iid}#install"
+    response = web.get(posted.headers["location"])
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     found = re.search(r'id="new-key" type="text" readonly value="([^"]+)"', response.text)
     assert found
     key = found.group(1)
     assert key.startswith("ijx_")
+    assert key not in posted.headers["set-cookie"]  # carried to that one view encrypted
     again = web.get(f"/account/integrations/{iid}")
     assert key not in again.text
+    assert len(web.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]) == 1
     assert key[:12] in again.text  # the visible prefix is listed
     # The key works for ingestion until it is revoked from the page.
     keys = web.get(f"/v1/integrations/{iid}/api-keys", headers=ADMIN).json()["api_keys"]

@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+from cryptography.fernet import Fernet, InvalidToken
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -19,6 +21,8 @@ from app.intervals import INTERVALS, Query, local_day, parse_query, zone_of
 
 DEFAULT_INTERVAL = 15
 NO_INTEGRATION = "There is no such integration."
+NEW_KEY_COOKIE = "ijx_new_key"
+NEW_KEY_SECONDS = 120  # the redirect after *Generate* must arrive within this
 
 
 @dataclass
@@ -100,15 +104,44 @@ async def _detail(
 
 
 async def get_integration(request: Request) -> Response:
-    """Details, status, counts for a day, and the *Install the injixo app* section."""
+    """Details, status, counts for a day, and the *Install the injixo app* section (with a
+    key generated just before, shown this once)."""
     page = signed_in_page(request)
     if page is None:
         return signin_redirect(request)
-    return await _detail(page, request.path_params["iid"])
+    iid = request.path_params["iid"]
+    sealed = request.cookies.get(NEW_KEY_COOKIE)
+    response = await _detail(page, iid, new_key=_unseal_key(page, iid, sealed))
+    if sealed is not None:
+        response.delete_cookie(NEW_KEY_COOKIE, path=_key_path(iid))
+    return response
+
+
+def _key_path(iid: str) -> str:
+    return f"/account/integrations/{quote(iid)}"
+
+
+def _seal_key(page: Page, iid: str, new_key: dict[str, str]) -> str:
+    """The new key for the one page view after the redirect, encrypted (never in clear text
+    outside this response and that page)."""
+    data = orjson.dumps({"integration": iid, **new_key})
+    return Fernet(page.settings.encryption_key.encode()).encrypt(data).decode()
+
+
+def _unseal_key(page: Page, iid: str, sealed: str | None) -> dict[str, str] | None:
+    if not sealed:
+        return None
+    try:
+        data = Fernet(page.settings.encryption_key.encode()).decrypt(sealed, NEW_KEY_SECONDS)
+    except InvalidToken:
+        return None  # expired, or made with another ENCRYPTION_KEY: just not shown
+    found: dict[str, str] = orjson.loads(data)
+    return found if found.pop("integration", None) == iid else None
 
 
 async def post_new_key(request: Request) -> Response:
-    """Generate an injixo API key and show it in this response only (no-store)."""
+    """Generate an injixo API key, then redirect to the page that shows it once (a reload
+    there neither shows it again nor generates another)."""
     posted = await posted_form(request)
     if isinstance(posted, Response):
         return posted
@@ -120,7 +153,17 @@ async def post_new_key(request: Request) -> Response:
         return page.not_found(NO_INTEGRATION)
     except Conflict as exc:
         return page.render("error.html", {"title": "Cannot generate", "message": exc.message}, 409)
-    return await _detail(page, iid, new_key=new_key)
+    response = RedirectResponse(f"{_key_path(iid)}#install", status_code=303)
+    response.set_cookie(
+        NEW_KEY_COOKIE,
+        _seal_key(page, iid, new_key),
+        max_age=NEW_KEY_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path=_key_path(iid),
+    )
+    return response
 
 
 async def post_revoke_key(request: Request) -> Response:
