@@ -292,6 +292,13 @@ def _walk(page: Page, web: Web, standin: str) -> None:
     assert page.evaluate("navigator.clipboard.readText()") == api_key
     page.screenshot(path=str(SCREENSHOT.with_name("admin-page-key.png")), full_page=True)
     assert len(table_rows(page, "#keys")) == 1
+    # Post/redirect/get: the page showing the key is a plain GET; a reload shows it no more
+    # and generates no other key.
+    assert page.url.split("#")[0] == f"{web.base}/account/integrations/{iid}"
+    page.reload()
+    expect(page.locator("#new-key")).to_have_count(0)
+    assert api_key not in page.content()
+    assert len(table_rows(page, "#keys")) == 1
 
     # Events sent with the key are accepted and counted by a worker.
     with httpx.Client(base_url=web.base, timeout=15) as api:
@@ -329,6 +336,23 @@ def _walk(page: Page, web: Web, standin: str) -> None:
         [f"{DAY}T13:00:00+05:30", "Billing", "1"],
         [f"{DAY}T13:00:00+05:30", "Customer Support", "3"],
     ]
+    # A day whose clock goes back: 25 local hours, the repeated 02:00 twice (§6).
+    dst = [
+        conv_event(str(uuid.uuid4()), "resolved", at(f"2026-10-25T{t}"), ("g1", "Customer Support"))
+        for t in ("00:30:00", "01:30:00")
+    ]
+    with httpx.Client(base_url=web.base, timeout=15) as api:
+        assert post_events(api, api_key, dst).status_code == 202
+    run_worker_burst(web)
+    page.get_by_label("Day", exact=True).fill("2026-10-25")
+    page.get_by_label("Time zone").fill("Europe/Berlin")
+    page.get_by_role("button", name="Show").click()
+    assert table_rows(page, "#counts-table") == [
+        ["2026-10-25T02:00:00+02:00", "Customer Support", "1"],
+        ["2026-10-25T02:00:00+01:00", "Customer Support", "1"],
+    ]
+    expect(page.locator("#counts-chart > rect")).to_have_count(2)
+    page.get_by_label("Day", exact=True).fill(DAY)
     page.get_by_label("Time zone").fill("")
     page.get_by_label("Interval", exact=True).select_option("15")
     page.get_by_role("button", name="Show").click()
@@ -375,6 +399,11 @@ def test_rq_dashboard_opens_with_the_page_session_in_chromium(web: Web, browser:
         dashboard = page.goto(web.base + "/rq/")
         assert dashboard is not None and dashboard.status == 200
         expect(page).to_have_title("RQ dashboard")
+        # Its styles and scripts load: the queues table is filled in, the page is styled.
+        expect(page.get_by_text("Loading...")).to_have_count(0)
+        expect(page.locator("table").first).to_contain_text("Queue")
+        styled = "[...document.styleSheets].filter(s => s.cssRules.length > 0).length"
+        assert page.evaluate(styled) >= 2  # bootstrap and main.css
         assert context.request.get(web.base + "/rq/").status == 200  # the same jar, signed in
         page.goto(web.base + "/account/integrations")
         page.get_by_role("button", name="Sign out").click()
