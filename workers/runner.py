@@ -10,6 +10,7 @@ import time
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 
 from app.jobs import enqueue_drain
@@ -19,6 +20,8 @@ from app.settings import Settings
 from workers.drain import Drainer, serving
 
 log = logging.getLogger("injixo.worker")
+
+RESTART_PAUSE_SECONDS = 0.2  # a loop that keeps ending must not spin a core
 
 
 def schedule_pending(redis: Redis, settings: Settings, force: bool = False) -> list[int]:
@@ -80,27 +83,39 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
 
 
 def _work(settings: Settings, redis: Redis, burst: bool) -> bool:
-    """RQ's work loop, started again when Redis comes back after an outage."""
+    """RQ's work loop, started again whenever it ends without a stop request."""
     # SimpleWorker runs jobs in-process: a drain job is long and cheap to restart, so a
     # fork (or spawn) per job would only add latency (the architecture note's 9 events/s).
     worked = False
     while True:
-        worker = SimpleWorker([Queue(settings.rq_queue, connection=redis)], connection=redis)
+        worker: SimpleWorker | None = None
         try:
+            # Building the worker already talks to Redis (CLIENT SETNAME), so it belongs
+            # inside the try: Redis may go away again the moment it came back.
+            worker = SimpleWorker([Queue(settings.rq_queue, connection=redis)], connection=redis)
             worked |= bool(worker.work(burst=burst, logging_level=settings.log_level))
-        except RedisConnectionError:  # RQ gives up when Redis goes away mid-loop
+        except (RedisConnectionError, RedisTimeoutError):  # from RQ's setup or teardown
             if burst:
                 raise
-        if burst or worker._shutdown_requested_date is not None or _redis_up(redis):
+        if burst or _stop_requested(worker):
             return worked
-        log.warning("lost Redis; working again as soon as it answers")
+        # RQ's loop quits on any error it meets (a lost connection most often) and returns
+        # as if it had been asked to: only a stop request ends this process.
+        log.warning("RQ's work loop ended (lost Redis?); working again as soon as it answers")
         _wait_for_redis(redis)
+
+
+def _stop_requested(worker: SimpleWorker | None) -> bool:
+    """Whether SIGTERM/SIGINT asked this worker to stop (RQ records it on the worker)."""
+    return worker is not None and (
+        worker._shutdown_requested_date is not None or bool(worker._stop_requested)
+    )
 
 
 def _redis_up(redis: Redis) -> bool:
     try:
         return bool(redis.ping())
-    except RedisConnectionError:
+    except (RedisConnectionError, RedisTimeoutError):
         return False
 
 
@@ -108,5 +123,6 @@ def _wait_for_redis(redis: Redis) -> None:
     """Sleep until Redis answers; SIGTERM/SIGINT stop the process meanwhile (no job runs)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    time.sleep(RESTART_PAUSE_SECONDS)
     while not _redis_up(redis):
         time.sleep(0.5)
