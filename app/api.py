@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -10,11 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from app.activity import describe, read_activity
 from app.auth import require_token
 from app.changes import parse_revision, read_changes
 from app.counts import csv_chunks, json_chunks, read_counts, read_queues
+from app.deliveries import read_deliveries
 from app.errors import BadRequest
+from app.explain import explain
 from app.freshchat import verify_api_key
 from app.integration import Integration, IntegrationChanges, NewIntegration
 from app.integrations import Integrations
@@ -23,11 +24,16 @@ from app.schemas import (
     ApiKeyCreated,
     ApiKeyList,
     ChangesOut,
+    ChatExplained,
+    DeliveryList,
     IntegrationList,
     IntegrationOut,
     Queues,
 )
 from app.settings import Settings
+from app.state import read_states
+
+_DELIVERY_ID = re.compile(r"\d{1,15}-\d{1,10}")
 
 
 class IntegrationIn(NewIntegration):
@@ -91,11 +97,10 @@ async def create_integration(request: Request) -> Response:
 async def _with_activity(
     integrations: Integrations, listed: list[Integration]
 ) -> list[IntegrationOut]:
-    activity = await read_activity(integrations.redis, integrations.redis_keys)
-    now, after = time.time(), integrations.settings.stale_after_seconds
-    return [
-        i.public().model_copy(update=describe(i, activity.get(i.id), now, after)) for i in listed
-    ]
+    states = await read_states(
+        integrations.redis, integrations.redis_keys, integrations.settings, listed
+    )
+    return [i.public().model_copy(update=states[i.id].api_fields()) for i in listed]
 
 
 async def list_integrations(request: Request) -> Response:
@@ -200,6 +205,52 @@ async def queues(request: Request) -> Response:
     return _json_response(Queues.model_validate({"integration_id": iid, "queues": found}))
 
 
+def _limit(raw: str | None, default: int, most: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise BadRequest(f"limit must be a whole number from 1 to {most}")
+    return int(raw)
+
+
+async def deliveries(request: Request) -> Response:
+    """The integration's recent ingestion requests, newest first (§7)."""
+    integrations = _admin(request)
+    integration = await integrations.get(request.path_params["iid"])
+    params = request.query_params
+    before = params.get("before")
+    if before is not None and not _DELIVERY_ID.fullmatch(before):
+        raise BadRequest("before must be a delivery id such as 1764403200000-0")
+    found = await read_deliveries(
+        integrations.redis,
+        integrations.redis_keys,
+        integrations.settings,
+        integration.shard,
+        integration.id,
+        conversation=params.get("conversation_id") or None,
+        limit=_limit(params.get("limit"), 50, 1000),
+        before=before,
+    )
+    return _json_response(DeliveryList.model_validate({"deliveries": found}))
+
+
+async def chat(request: Request) -> Response:
+    """Explain one chat: counted or not, where, when and why (§7)."""
+    integrations = _admin(request)
+    integration = await integrations.get(request.path_params["iid"])
+    conversation = request.path_params["conversation_id"]
+    if not 1 <= len(conversation) <= 256:
+        raise BadRequest("conversation id must be 1 to 256 characters")
+    found = await explain(
+        integrations.redis,
+        integrations.redis_keys,
+        integrations.settings,
+        integration,
+        conversation,
+    )
+    return _json_response(ChatExplained.model_validate(found))
+
+
 ROUTES = [
     Route("/v1/integrations", create_integration, methods=["POST"]),
     Route("/v1/integrations", list_integrations, methods=["GET"]),
@@ -209,4 +260,6 @@ ROUTES = [
     Route("/v1/integrations/{iid}/contacts", contacts, methods=["GET"]),
     Route("/v1/integrations/{iid}/queues", queues, methods=["GET"]),
     Route("/v1/integrations/{iid}/changes", changes, methods=["GET"]),
+    Route("/v1/integrations/{iid}/deliveries", deliveries, methods=["GET"]),
+    Route("/v1/integrations/{iid}/chats/{conversation_id}", chat, methods=["GET"]),
 ]

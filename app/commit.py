@@ -8,6 +8,7 @@ grow by themselves. Each request stays atomic inside the script.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class Write:
     integration_id: str
     key_hash: str
     events: list[bytes]
+    note: str = "0:"  # for the deliveries log: "<ignored>:<one letter per event>"
     future: asyncio.Future[StoreOutcome] = field(init=False)
 
 
@@ -50,10 +52,12 @@ class GroupCommit:
     def __post_init__(self) -> None:
         self.redis_keys = RedisKeys(self.settings.key_prefix)
         s = self.settings
-        self.head = [
+        self.head: list[Any] = [
             int(s.drain_lease_seconds * 1000),
             s.rate_limit_events_per_second,
             s.rate_limit_burst,
+            s.deliveries_kept,
+            "0",  # the oldest delivery id kept, set per flush
         ]
 
     async def store(self, write: Write) -> StoreOutcome:
@@ -86,16 +90,24 @@ class GroupCommit:
 
     def _keys_args(self, call: Call) -> tuple[list[str], list[Any]]:
         shard = call[0][0].shard
-        keys = [self.redis_keys.stream(shard), self.redis_keys.drain_flag(shard)]
+        rk = self.redis_keys
+        keys = [rk.stream(shard), rk.drain_flag(shard), rk.pending(shard)]
         events: list[bytes] = []
         args: list[Any] = [*self.head, b""]
         for writes in call:
             first = writes[0]
+            iid = first.integration_id
             keys += [
-                self.redis_keys.active_api_keys(shard, first.integration_id),
-                self.redis_keys.rate_bucket(shard, first.integration_id),
+                rk.active_api_keys(shard, iid),
+                rk.rate_bucket(shard, iid),
+                rk.deliveries(shard, iid),
             ]
-            args += [first.key_hash, ",".join([str(len(w.events)) for w in writes])]
+            args += [
+                iid,
+                first.key_hash,
+                ",".join([str(len(w.events)) for w in writes]),
+                ",".join([w.note for w in writes]),
+            ]
             for w in writes:
                 events += w.events
         if events:
@@ -107,6 +119,8 @@ class GroupCommit:
         script = load(Lua.INGEST)
         while self.pending:
             batch, self.pending = self.pending, []
+            oldest_ms = int(time.time() * 1000) - self.settings.deliveries_days * 86_400_000
+            self.head[-1] = f"{oldest_ms}-0"
             calls = self._calls(batch)
             results = await self._send(calls, script.sha, None)
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]

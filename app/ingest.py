@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import bearer_of, hash_key
 from app.commit import GroupCommit, Write
+from app.deliveries import DeliveryLog, delivery_note
 from app.errors import (
     AppError,
     BadRequest,
@@ -141,6 +142,7 @@ class Ingest:
     redis_keys: RedisKeys
     directory: KeyDirectory
     commit: GroupCommit = field(init=False)
+    deliveries: DeliveryLog = field(init=False)
     last_used: dict[str, float] = field(default_factory=dict)
     last_event: dict[str, float] = field(default_factory=dict)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -153,6 +155,7 @@ class Ingest:
 
     def __post_init__(self) -> None:
         self.commit = GroupCommit(self.redis, self.settings, self._on_schedule)
+        self.deliveries = DeliveryLog(self.redis, self.settings)
 
     def _on_schedule(self, shard: int) -> None:
         self._spawn(asyncio.to_thread(self._schedule, shard))
@@ -201,15 +204,23 @@ class Ingest:
             AUTH_FAILURES.labels("unknown").inc()
             raise Unauthorized(UNAUTHORIZED)
         fields["integration"] = cred.integration_id
-        content_type = content_type.split(";")[0].strip().lower()
-        if content_type != "application/json" and not content_type.endswith("+json"):
-            raise UnsupportedMediaType("Content-Type must be application/json")
-        body = await self._read_body(receive, length)
-        events = parse_body(body, self.settings.max_batch_events)
-        now_ms = int(time.time() * 1000)
-        compacts, ignored = to_compacts(events, now_ms, self.settings.future_tolerance_seconds)
+        try:
+            content_type = content_type.split(";")[0].strip().lower()
+            if content_type != "application/json" and not content_type.endswith("+json"):
+                raise UnsupportedMediaType("Content-Type must be application/json")
+            body = await self._read_body(receive, length)
+            events = parse_body(body, self.settings.max_batch_events)
+            now_ms = int(time.time() * 1000)
+            tolerance = self.settings.future_tolerance_seconds
+            compacts, ignored = to_compacts(events, now_ms, tolerance)
+        except AppError as exc:  # a reject of this integration's: its deliveries show it
+            self._spawn(self.deliveries.reject(cred.shard, cred.integration_id, exc))
+            raise
+        note, lifecycle = delivery_note(events, ignored)
+        if lifecycle:
+            self._spawn(self.deliveries.lifecycle(cred.integration_id, lifecycle))
         encoded = [c.encode(cred.integration_id) for c in compacts]
-        outcome = await self._store(cred, encoded)
+        outcome = await self._store(cred, encoded, note)
         if outcome.stored is Stored.RATE_LIMITED:
             raise RateLimited(
                 "rate limit exceeded for this integration", retry_after=outcome.retry_after
@@ -243,8 +254,8 @@ class Ingest:
                 return b"".join(chunks)
             chunks.append(chunk)
 
-    async def _store(self, cred: Credential, encoded: list[bytes]) -> StoreOutcome:
-        write = Write(cred.shard, cred.integration_id, cred.key_hash, encoded)
+    async def _store(self, cred: Credential, encoded: list[bytes], note: str) -> StoreOutcome:
+        write = Write(cred.shard, cred.integration_id, cred.key_hash, encoded, note)
         try:
             return await self.commit.store(write)
         except RedisError as exc:

@@ -23,10 +23,11 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.activity import is_stale, read_activity
+from app.activity import read_activity
 from app.integration import Integration
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
+from app.state import State, read_states, workers_alive
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -165,7 +166,7 @@ async def system_families(request: Request) -> Iterator[Metric]:
         calls.add_metric([outcome], n)
     stale = GaugeMetricFamily(
         "injixo_integration_stale",
-        "1 when an active integration's app stopped sending (no events, or only auth failures).",
+        "1 when an active integration needs a look: stuck, app uninstalled, auth failing, stale.",
         labels=["integration"],
     )
     last = GaugeMetricFamily(
@@ -173,16 +174,39 @@ async def system_families(request: Request) -> Iterator[Metric]:
         "When an event was last accepted for the integration (unix time; 10 s resolution).",
         labels=["integration"],
     )
-    now = now_ms / 1000
-    for integration in map(Integration.load, replies[-1]):
-        if not integration.active:
-            continue
+    by_state = GaugeMetricFamily(
+        "injixo_integrations", "Active integrations by state (§8).", labels=["state"]
+    )
+    state_of = GaugeMetricFamily(
+        "injixo_integration_state",
+        "1 for the state an active integration is in (stuck, app_uninstalled, ...).",
+        labels=["integration", "state"],
+    )
+    pending_of = GaugeMetricFamily(
+        "injixo_integration_pending_events",
+        "The integration's events stored, not yet counted (waiting for a group name included).",
+        labels=["integration"],
+    )
+    active = [i for i in map(Integration.load, replies[-1]) if i.active]
+    states = await read_states(redis, keys, settings, active)
+    tally = dict.fromkeys((s.value for s in State if s is not State.DELETED), 0)
+    for integration in active:
         act = activity.get(integration.id)
-        stale_now = is_stale(integration, act, now, settings.stale_after_seconds)
-        stale.add_metric([integration.id], 1.0 if stale_now else 0.0)
+        now_state = states[integration.id]
+        stale.add_metric([integration.id], 1.0 if now_state.stale else 0.0)
+        state_of.add_metric([integration.id, now_state.state.value], 1.0)
+        pending_of.add_metric([integration.id], now_state.pending)
+        tally[now_state.state.value] += 1
         if act and act.last_event_at:
             last.add_metric([integration.id], act.last_event_at)
-    return iter([backlog, age, *worker.values(), dead_now, calls, stale, last])
+    for name, n in tally.items():
+        by_state.add_metric([name], n)
+    alive = GaugeMetricFamily(
+        "injixo_workers_alive", "RQ workers serving the product's queue (heartbeat alive)."
+    )
+    alive.add_metric([], await workers_alive(redis, settings))
+    families = [backlog, age, *worker.values(), dead_now, calls, stale, last]
+    return iter([*families, by_state, state_of, pending_of, alive])
 
 
 def _process_counters() -> bytes:

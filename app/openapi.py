@@ -18,7 +18,9 @@ from app.schemas import (
     ApiKeyCreated,
     ApiKeyList,
     ChangesOut,
+    ChatExplained,
     Contacts,
+    DeliveryList,
     ErrorBody,
     IntegrationList,
     IntegrationOut,
@@ -30,6 +32,7 @@ REF = "#/components/schemas/{model}"
 MODELS: list[type[BaseModel]] = [
     Accepted, ApiKeyCreated, ApiKeyList, ChangesOut, Contacts, ErrorBody, IntegrationIn,
     IntegrationList, IntegrationOut, IntegrationPatch, Queues, ConversationEvent, OtherEvent,
+    DeliveryList, ChatExplained,
 ]  # fmt: skip
 ERRORS = {
     "400": "invalid input (names the field)",
@@ -200,6 +203,38 @@ def build(max_events: int) -> dict[str, Any]:
         "/v1/integrations/{iid}/queues": {
             "get": _op(
                 "Source queues seen", ("200", _ref(Queues)), ("401", "404"), "reader", params=[iid]
+            )
+        },
+        "/v1/integrations/{iid}/deliveries": {
+            "get": _op(
+                "The integration's recent ingestion requests, newest first (kept: the last "
+                "DELIVERIES_KEPT, at most DELIVERIES_DAYS)",
+                ("200", _ref(DeliveryList)),
+                ("400", "401", "404"),
+                "admin",
+                params=[
+                    iid,
+                    _query("conversation_id", {"type": "string", "maxLength": 256}, False),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, False),
+                    _query("before", {"type": "string", "pattern": "^[0-9]+-[0-9]+$"}, False),
+                ],
+            )
+        },
+        "/v1/integrations/{iid}/chats/{conversation_id}": {
+            "get": _op(
+                "Explain a chat: counted or not, where, when and why, with its deliveries",
+                ("200", _ref(ChatExplained)),
+                ("400", "401", "404"),
+                "admin",
+                params=[
+                    iid,
+                    {
+                        "name": "conversation_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "maxLength": 256},
+                    },
+                ],
             )
         },
         "/healthz": {"get": _op("Process alive", ("200", None), (), "")},

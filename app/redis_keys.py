@@ -55,6 +55,14 @@ class RedisKeys:
         """Hash: integration id -> unix time of the last refused request."""
         return f"{self.prefix}:authfailat"
 
+    def app_installed(self) -> str:
+        """Hash: integration id -> unix time the injixo app last reported `onAppInstall`."""
+        return f"{self.prefix}:appinstalled"
+
+    def app_uninstalled(self) -> str:
+        """Hash: integration id -> unix time the injixo app last reported `onAppUninstall`."""
+        return f"{self.prefix}:appuninstalled"
+
     def freshchat_calls(self) -> str:
         """Hash: outcome -> Freshchat API calls made by the workers."""
         return f"{self.prefix}:freshchatcalls"
@@ -97,7 +105,8 @@ class RedisKeys:
         return f"{self.shard_prefix(shard)}gl:{integration_id}:{group_id}"
 
     def group_backoff(self, shard: int, integration_id: str) -> str:
-        """Hash `at` (retry-at unix s), `d` (last delay s), `fp` (key/domain fingerprint)."""
+        """Hash `at` (retry-at unix s), `d` (last delay s), `fp` (key/domain fingerprint),
+        `o` (the failed lookup's outcome, for the integration's state)."""
         return f"{self.shard_prefix(shard)}fb:{integration_id}"
 
     def group_calls(self, shard: int, integration_id: str, minute: int) -> str:
@@ -127,3 +136,27 @@ class RedisKeys:
     def counts(self, shard: int, integration_id: str, day: int) -> str:
         """Hash for one UTC day: `<slot-of-day>:<qid>` -> contacts."""
         return f"{self.shard_prefix(shard)}n:{integration_id}:{day}"
+
+    def chat(self, shard: int, integration_id: str, chat: str) -> str:
+        """String: a counted chat's state `<time and queue><why letter>` (the apply script's)."""
+        return f"{self.shard_prefix(shard)}c:{integration_id}:{chat}"
+
+    def pending(self, shard: int) -> str:
+        """Hash: integration id -> its events stored and not yet counted (parked included)."""
+        return self.shard_prefix(shard) + "pn"
+
+    def parked(self, shard: int, integration_id: str) -> str:
+        """Stream: the integration's events waiting for a group name, out of the shard's way."""
+        return f"{self.shard_prefix(shard)}pk:{integration_id}"
+
+    def parked_integrations(self, shard: int) -> str:
+        """Set: integrations of the shard with parked events."""
+        return self.shard_prefix(shard) + "pw"
+
+    def parked_groups(self, shard: int, integration_id: str) -> str:
+        """Set: the group ids the integration's parked events wait for."""
+        return f"{self.shard_prefix(shard)}pg:{integration_id}"
+
+    def deliveries(self, shard: int, integration_id: str) -> str:
+        """Stream: the integration's recent ingestion requests (§7 deliveries log)."""
+        return f"{self.shard_prefix(shard)}dl:{integration_id}"

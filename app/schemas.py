@@ -31,6 +31,11 @@ class IntegrationOut(BaseModel):
     last_event_at: int | None = None
     auth_failures: int | None = None
     stale: bool | None = None
+    state: str | None = None
+    state_reason: str | None = None
+    state_fix: str | None = None
+    pending_events: int | None = None
+    app_installed_at: int | None = None
 
 
 class IntegrationList(BaseModel):
@@ -113,3 +118,52 @@ class Queues(BaseModel):
 
     integration_id: str
     queues: list[QueueSeen]
+
+
+class DeliveredEvent(BaseModel):
+    """One counted event of a delivery, as counting saw it."""
+
+    event: str
+    conversation_id: str
+    kind: str  # solved | deleted | other
+    time: str
+    group_id: str | None
+    group_name: str | None
+
+
+class Delivery(BaseModel):
+    """One ingestion request of an integration (§7 deliveries log)."""
+
+    id: str
+    received_at: str
+    status: int
+    reason: str | None
+    accepted: int
+    ignored: int
+    events: list[DeliveredEvent]
+
+
+class DeliveryList(BaseModel):
+    """`GET /v1/integrations/{id}/deliveries`, newest first."""
+
+    deliveries: list[Delivery]
+
+
+class Why(BaseModel):
+    """How a chat's queue was decided (or why it is not counted), as a code and in words."""
+
+    code: str
+    text: str
+
+
+class ChatExplained(BaseModel):
+    """`GET /v1/integrations/{id}/chats/{conversation_id}`."""
+
+    conversation_id: str
+    counted: bool
+    kind: str | None
+    time: str | None
+    interval_start: str | None
+    queue: str | None
+    why: Why
+    deliveries: list[Delivery]

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     drain_time_budget_seconds: float = Field(default=10.0, gt=0)
     janitor_interval_seconds: float = Field(default=2.0, gt=0)
     stale_after_seconds: int = Field(default=24 * 3600, ge=60)
+    stuck_after_seconds: int = Field(default=300, ge=1)
+    deliveries_kept: int = Field(default=1000, ge=0, le=100_000)  # per integration; 0: off
+    deliveries_days: int = Field(default=7, ge=1, le=90)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("encryption_key")

@@ -316,11 +316,18 @@ def shard_of(r: redis.Redis, settings: Settings, iid: str) -> int:
 
 
 def pending(r: redis.Redis, settings: Settings) -> int:
-    """Entries waiting in the shard streams."""
+    """Entries waiting in the shard streams, and parked ones waiting for a group name."""
     keys = RedisKeys(settings.key_prefix)
+    return sum(waiting(r, keys, shard) for shard in range(settings.shards))
+
+
+def waiting(r: redis.Redis, keys: RedisKeys, shard: int) -> int:
+    """One shard's entries not counted yet: in its stream and in its parking streams."""
+    parked = [text(i) for i in r.smembers(keys.parked_integrations(shard))]
     with r.pipeline(transaction=False) as pipe:
-        for shard in range(settings.shards):
-            pipe.xlen(keys.stream(shard))
+        pipe.xlen(keys.stream(shard))
+        for iid in parked:
+            pipe.xlen(keys.parked(shard, iid))
         return sum(int(n) for n in pipe.execute())
 
 
@@ -341,14 +348,19 @@ def store(r: redis.Redis, settings: Settings, iid: str, shard: int, payloads: li
 def apply_all(r: redis.Redis, settings: Settings, shard: int, batch: int = 500) -> int:
     """Apply every pending entry of a shard with the real script; returns how many applied."""
     applier = Applier(r, settings)
-    total, start = 0, "-"
-    while True:
-        result = applier.apply(shard, start, count=batch)
-        total += result.applied
-        assert not result.dead_ids, "unexpected dead-lettered events"
-        if not result.last_id:
-            return total
-        start = "(" + result.last_id
+    keys = RedisKeys(settings.key_prefix)
+    total = 0
+    sources = ["", *(text(i) for i in r.smembers(keys.parked_integrations(shard)))]
+    for parked in sources:  # the stream, then what waited for a group name (maybe known now)
+        start = "-"
+        while True:
+            result = applier.apply(shard, start, count=batch, parked=parked)
+            total += result.applied
+            assert not result.dead_ids, "unexpected dead-lettered events"
+            if not result.last_id:
+                break
+            start = "(" + result.last_id
+    return total
 
 
 def counts(r: redis.Redis, settings: Settings, iid: str, shard: int) -> dict[tuple[str, str], int]:

@@ -77,7 +77,10 @@ def test_unknown_group_id_waits_for_a_name(r: redis.Redis, settings: Settings) -
     )  # fmt: skip
     result = Applier(r, settings).apply(SHARD)
     assert (result.applied, result.needs) == (0, [(IID, "g7")])
-    assert r.xlen(RedisKeys(settings.key_prefix).stream(SHARD)) == 1  # kept, not lost or guessed
+    keys = RedisKeys(settings.key_prefix)
+    assert r.xlen(keys.stream(SHARD)) == 0  # parked, out of the other integrations' way
+    assert r.xlen(keys.parked(SHARD, IID)) == 1  # kept, not lost or guessed
+    assert r.smembers(keys.parked_groups(SHARD, IID)) == {b"g7"}
     r.hset(RedisKeys(settings.key_prefix).groups(SHARD, IID), "g7", "Sales")
     apply_all(r, settings, SHARD)
     assert counts(r, settings, IID, SHARD) == {("2026-11-23T08:00Z", "Sales"): 1}

@@ -24,7 +24,7 @@ from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 from tests.freshchat_standin import FreshchatStandIn, refused_domain, running
 from tests.redis_server import RedisServer, free_port
-from tests.support import at, counts, make_settings
+from tests.support import at, counts, make_settings, waiting
 from workers import groups
 from workers.applier import Applier
 from workers.drain import Drainer
@@ -178,7 +178,8 @@ def test_404_counts_in_undefined_queue(
     first = applier.apply(shard)
     assert (first.applied, sorted(first.needs)) == (0, [(iid, "g1"), (iid, "gone")])
     assert resolver.resolve(shard, first.needs) is True
-    assert applier.apply(shard).applied == 2
+    assert applier.apply(shard).applied == 0  # both were parked, out of the shard's way
+    assert applier.apply(shard, parked=iid).applied == 2
     assert counts(r, settings, iid, shard) == {
         ("2026-11-23T08:00Z", "Undefined_Queue"): 1,
         ("2026-11-23T08:00Z", "Customer Support"): 1,
@@ -489,15 +490,16 @@ def test_events_wait_while_freshchat_is_down(
     iid, shard = add_integration(settings, domain)
     events, expected = workload(iid)
     push(r, settings, shard, iid, events)
-    stream = RedisKeys(settings.key_prefix).stream(shard)
-    waiting = 2 * (200 + 40)  # the 20 named chats do not wait
+    keys = RedisKeys(settings.key_prefix)
+    waits = 2 * (200 + 40)  # the 20 named chats do not wait
     standin = FreshchatStandIn(port) if how == "5xx" else None
     try:
         if standin is not None:
             standin.fail_always(503)
         summary = workers.drain.drain(shard)
         assert summary["applied"] == 40
-        assert r.xlen(stream) == waiting  # nothing lost...
+        assert waiting(r, keys, shard) == waits  # nothing lost...
+        assert r.xlen(keys.stream(shard)) == 0  # ...and parked out of the shard's way
         assert counts(r, settings, iid, shard) == {("2026-11-23T08:00Z", "Sales"): 20}
         if standin is not None:
             assert len(standin.requests) == 1  # ...and no storm: the integration waits
@@ -506,7 +508,7 @@ def test_events_wait_while_freshchat_is_down(
         assert 0 < retry_at - time.time() <= groups.BACKOFF_START_S
         # A drain before the retry time changes nothing and asks nobody.
         workers.drain.drain(shard)
-        assert r.xlen(stream) == waiting
+        assert waiting(r, keys, shard) == waits
         # Freshchat comes back.
         if standin is None:
             standin = FreshchatStandIn(port)
@@ -517,7 +519,7 @@ def test_events_wait_while_freshchat_is_down(
         time.sleep(max(0.0, retry_at - time.time()) + 0.05)
         workers.drain.drain(shard)
         assert counts(r, settings, iid, shard) == expected  # each chat exactly once
-        assert r.xlen(stream) == 0
+        assert waiting(r, keys, shard) == 0
         assert sorted(q.path for q in standin.requests) == ["/v2/groups/gbig", "/v2/groups/gmiss"]
         workers.drain.drain(shard)
         assert counts(r, settings, iid, shard) == expected

@@ -45,12 +45,18 @@ class Applier:
         count: int | None = None,
         dead_letter: bool = False,
         end: str = "+",
+        parked: str = "",
     ) -> BatchResult:
-        """Apply up to `count` entries from `start`; from the dead-letter stream if asked."""
+        """Apply up to `count` entries from `start` of the shard's stream (events that wait for
+        a group name are parked), of its dead-letter stream, or of `parked`'s parking stream."""
         rk = self.redis_keys
-        stream, dead = rk.stream(shard), rk.dead(shard)
+        source = rk.stream(shard)
+        if dead_letter:
+            source = rk.dead(shard)
+        elif parked:
+            source = rk.parked(shard, parked)
         out = self._apply(
-            keys=[dead if dead_letter else stream, dead, rk.stats(shard)],
+            keys=[source, rk.dead(shard), rk.stats(shard)],
             args=[
                 rk.shard_prefix(shard),
                 start,
@@ -61,6 +67,8 @@ class Applier:
                 "1" if dead_letter else "0",
                 end,
                 self.settings.changes_retention_days * 24,
+                "0" if dead_letter or parked else "1",
+                parked,
             ],
         )
         last, applied, needs, dead_ids, error = out

@@ -19,9 +19,10 @@ from typing import Any
 from redis import Redis
 
 from app.jobs import enqueue_apply_event, enqueue_drain
+from app.redis_keys import text
 from app.settings import Settings
 from workers.applier import Applier
-from workers.groups import GroupResolver
+from workers.groups import GroupResolver, usable
 
 log = logging.getLogger("injixo.drain")
 
@@ -53,9 +54,16 @@ class Drainer:
         self.resolver.client.close()
 
     def drain(self, shard: int) -> dict[str, Any]:
-        """Apply the shard's pending events until none are left or the time budget is spent."""
+        """Apply the shard's pending events until none are left or the time budget is spent.
+
+        Events that wait for a group name are parked per integration by the apply script;
+        a parked integration's events are applied again (one batch between two of the
+        shard's) only once one of the names it waits for is known, so a stuck integration
+        costs the others nothing however many of its events wait.
+        """
         began = time.monotonic()
         start, applied, batches, dead = "-", 0, 0, 0
+        ready = {iid: "-" for iid in self._parked_ready(shard)}
         while True:
             self.applier.hold(shard)
             t0 = time.perf_counter()
@@ -77,11 +85,13 @@ class Drainer:
                 enqueue_apply_event(self.redis, self.settings, shard, dead_id)
             dead += len(result.dead_ids)
             if result.needs and self.resolver.resolve(shard, result.needs):
-                start = "-"  # names learnt: go back for the entries that waited for them
-                continue
+                # Names learnt: the events that waited for them were parked meanwhile.
+                for iid, _ in result.needs:
+                    ready[iid] = "-"
+            applied += self._parked_batch(shard, ready)
             if result.last_id:
                 start = "(" + result.last_id
-            elif not self.applier.release(shard, start):
+            elif not ready and not self.applier.release(shard, start):
                 break
             if time.monotonic() - began > self.settings.drain_time_budget_seconds:
                 # Keep the flag; let other jobs run first.
@@ -90,6 +100,40 @@ class Drainer:
         summary = {"shard": shard, "applied": applied, "batches": batches, "dead_lettered": dead}
         log.info("drain done", extra=summary)
         return summary
+
+    def _parked_ready(self, shard: int) -> list[str]:
+        """Parked integrations that can make progress: a name they wait for is known now
+        (from an event, or Freshchat answered), or their set of waits needs rebuilding."""
+        rk = self.applier.redis_keys
+        ready = []
+        now = self.resolver.clock()
+        for raw in self.redis.smembers(rk.parked_integrations(shard)):
+            iid = text(raw)
+            gids = [text(g) for g in self.redis.smembers(rk.parked_groups(shard, iid))]
+            if not gids:
+                ready.append(iid)
+                continue
+            names = self.redis.hmget(rk.groups(shard, iid), gids)
+            if any(usable(v, now) for v in names) or self.resolver.resolve(
+                shard, [(iid, gid) for gid in gids]
+            ):
+                ready.append(iid)
+        return ready
+
+    def _parked_batch(self, shard: int, ready: dict[str, str]) -> int:
+        """Apply one batch of the first ready parked integration; the events applied."""
+        if not ready:
+            return 0
+        iid, cursor = next(iter(ready.items()))
+        result = self.applier.apply(shard, cursor, parked=iid)
+        if result.needs and self.resolver.resolve(shard, result.needs):
+            ready[iid] = "-"  # learnt a name on the way: go over its parked events again
+            return result.applied
+        if result.last_id:
+            ready[iid] = "(" + result.last_id
+        else:
+            del ready[iid]  # the whole parking stream was read
+        return result.applied
 
     def apply_event(self, shard: int, dead_id: str) -> dict[str, Any]:
         """Apply one dead-lettered event; raise (so RQ records the failure) if it cannot be."""

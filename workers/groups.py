@@ -12,7 +12,8 @@ batches or worker processes need it (a short Redis lock per pair, and the map is
 again under the lock); at most MAX_CALLS_PER_MINUTE per integration; and while Freshchat
 fails for an integration (429, 5xx, network, 401/403) no call is made for it until the
 retry time kept in Redis (`Retry-After` when given, else exponential backoff up to 5 min).
-Events that wait for a name stay in the stream, so nothing is lost or guessed meanwhile.
+Events that wait for a name are parked per integration (`workers.drain`), so nothing is
+lost or guessed meanwhile and the shard's other integrations do not wait behind them.
 """
 
 from __future__ import annotations
@@ -195,7 +196,10 @@ class GroupResolver:
         wait = max(min(retry_after or 0.0, RETRY_AFTER_MAX_S), delay)
         now = self.clock()
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"at": repr(now + wait), "d": repr(delay), "fp": fingerprint})
+            pipe.hset(
+                key,
+                mapping={"at": repr(now + wait), "d": repr(delay), "fp": fingerprint, "o": why},
+            )
             # Kept past the retry time so that repeated failures keep growing the delay.
             pipe.expire(key, int(wait + 2 * BACKOFF_MAX_S) + 1)
             pipe.execute()

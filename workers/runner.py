@@ -28,17 +28,21 @@ def schedule_pending(redis: Redis, settings: Settings, force: bool = False) -> l
     """Enqueue a drain for every shard with pending events and no live drain (any, if forced).
 
     Covers a web process that died between storing and enqueueing, a drain killed
-    mid-batch (its flag's lease runs out), and events waiting for a group name.
+    mid-batch (its flag's lease runs out), and parked events waiting for a group name
+    (each drain asks whether their names can be had now; the group resolver's backoff
+    keeps that from calling Freshchat more often than it allows).
     """
     keys = RedisKeys(settings.key_prefix)
     lease_ms = int(settings.drain_lease_seconds * 1000)
     with redis.pipeline(transaction=False) as pipe:
         for shard in range(settings.shards):
             pipe.xlen(keys.stream(shard))
-        lengths = pipe.execute()
+            pipe.scard(keys.parked_integrations(shard))
+        replies = pipe.execute()
     scheduled = []
-    for shard, length in enumerate(lengths):
-        if not length:
+    for shard in range(settings.shards):
+        length, parked = replies[2 * shard], replies[2 * shard + 1]
+        if not (length or parked):
             continue
         flag = keys.drain_flag(shard)
         if force:

@@ -92,3 +92,5 @@ NEGATIVE_MARK = "\0"  # group map value "\0<expiry>": Freshchat has no such grou
 POSITIVE_MARK = "\1"  # group map value "\1<expiry>\1<name>": a name learnt from Freshchat
 SLOT_MS = 15 * 60 * 1000  # counts are kept per 15-minute UTC slot
 SLOTS_PER_DAY = 96
+CHAT_EPOCH_MS = 1577836800000  # a chat's state counts time from 2020-01-01T00:00Z...
+QUEUE_BITS = 4096  # ...times this, plus its queue id (then the why digit)

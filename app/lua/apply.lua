@@ -6,7 +6,17 @@
 -- KEYS[1] source stream, KEYS[2] dead-letter stream, KEYS[3] the shard's worker counters
 -- ARGV: shard key prefix, start id ('-' or '(<id>'), count, chat ttl ms,
 --       counts retention s, now (unix s), single ('1': fail instead of dead-letter), end id,
---       changes retention (hours)
+--       changes retention (hours), park ('1': events waiting for a group name are moved to
+--       their integration's parking stream P..'pk:'<iid>, so that no later drain of the
+--       shard reads them again; '0' when KEYS[1] is such a parking stream: they stay put),
+--       the parked integration's id when KEYS[1] is its parking stream (else '')
+-- Waiting (parked) integrations: set P..'pw'; the group ids they wait for: set P..'pg:'<iid>.
+-- Pending events per integration (stored, not yet counted or dead-lettered): hash P..'pn',
+-- incremented by the ingest script, decremented here.
+-- A counted chat's state ends in one digit saying why it is in its queue (§7 explain):
+-- 1 name in the event, 2 name learnt from another event, 3 name from Freshchat, 4 no group,
+-- 5 deleted or spam, 6 group unknown to Freshchat. Appended as a digit, the state stays
+-- one integer (below 2^63: Redis keeps it in the key's object, no allocation).
 -- Revisions (§6): every batch that changed counts takes the shard's next revision (hash
 -- P..'rv', field '#'), and each changed 15-minute interval and queue is scored with it
 -- once (zset P..'ch': "<iid>|<slot>:<qid>"); one revision and one ZADD per batch keep the
@@ -22,6 +32,7 @@ local chat_ttl, keep_s, now_s = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(A
 local single = ARGV[7] == '1'
 local stop = ARGV[8] or '+'
 local keep_hours = tonumber(ARGV[9] or '840')
+local park = ARGV[10] == '1'
 
 local UNDEF = 'Undefined_Queue'
 local EPOCH = 1577836800000 -- 2020-01-01T00:00Z in ms
@@ -76,12 +87,13 @@ local function name_of(iid, q)
   return n
 end
 
-local function encode(t, q)
-  if q < QBITS then return string.format('%.0f', (t - EPOCH) * QBITS + q) end
-  return string.format('%.0f:%d', t, q)
+local function encode(t, q, why)
+  if q < QBITS then return string.format('%.0f', (t - EPOCH) * QBITS + q) .. why end
+  return string.format('%.0f:%d', t, q) .. why
 end
 
 local function decode(v)
+  v = string.sub(v, 1, -2) -- the why digit
   local t, q = string.match(v, '^(%d+):(%d+)$')
   if t then return tonumber(t), tonumber(q) end
   local n = tonumber(v)
@@ -174,22 +186,24 @@ local function apply(ev)
     redis.call('PEXPIRE', ckey, chat_ttl)
     return nil
   end
-  local qname = UNDEF
+  local qname, why = UNDEF, '5'
   if kind == 1 then
+    why = '4'
     if gname ~= '' then
-      qname = gname
+      qname, why = gname, '1'
     elseif gid ~= '' then
       local v = group_of(iid, gid)
       if not v then return gid end
       local mark = string.byte(v, 1)
       if mark == 0 then -- negative cache entry: "\0<expiry unix s>"
         if (tonumber(string.sub(v, 2)) or 0) <= now_s then return gid end
+        why = '6'
       elseif mark == 1 then -- from Freshchat: "\1<expiry>\1<name>"; past expiry, refresh it
         local expiry, name = string.match(v, '^\1(%d+)\1(.*)$')
-        qname = name or UNDEF
+        qname, why = name or UNDEF, '3'
         if (tonumber(expiry) or 0) <= now_s then refresh(iid, gid) end
       else
-        qname = v
+        qname, why = v, '2'
       end
     end
   end
@@ -204,7 +218,7 @@ local function apply(ev)
     end
     bump(iid, ct, cq, -1)
   end
-  redis.call('SET', ckey, encode(t, q), 'PX', chat_ttl)
+  redis.call('SET', ckey, encode(t, q, why), 'PX', chat_ttl)
   bump(iid, t, q, 1)
   return nil
 end
@@ -217,6 +231,7 @@ local function valid(fields)
   if not raw then return nil, 'entry has no event field' end
   local ok, ev = pcall(cjson.decode, raw)
   if not ok or type(ev) ~= 'table' or #ev ~= 6 then return nil, 'event is not a 6-element array' end
+  ev.raw = raw
   local iid, chat, kind, t, gid, gname = ev[1], ev[2], ev[3], ev[4], ev[5], ev[6]
   if type(iid) ~= 'string' or not string.match(iid, '^[a-z0-9]+$') then return nil, 'bad integration id' end
   if type(chat) ~= 'string' or chat == '' then return nil, 'bad chat id' end
@@ -228,9 +243,21 @@ local function valid(fields)
   return ev, nil
 end
 
+local parked_iid = ARGV[11] or ''
+if parked_iid ~= '' and start == '-' then redis.call('DEL', P .. 'pg:' .. parked_iid .. ':n') end
 local entries = redis.call('XRANGE', src, start, stop, 'COUNT', count)
 local done, dead_ids = {}, {}
 local applied, last = 0, ''
+local settled, settled_order = {}, {} -- iid -> events no longer pending (counted or dead)
+
+local function settle(iid)
+  if single then return end -- a dead-lettered event stopped being pending when it was
+  if not settled[iid] then
+    settled[iid] = 0
+    settled_order[#settled_order + 1] = iid
+  end
+  settled[iid] = settled[iid] + 1
+end
 
 for _, entry in ipairs(entries) do
   local id, fields = entry[1], entry[2]
@@ -242,14 +269,49 @@ for _, entry in ipairs(entries) do
     for i = 1, #fields do copy[#copy + 1] = fields[i] end
     dead_ids[#dead_ids + 1] = redis.call('XADD', dead, '*', unpack(copy))
     done[#done + 1] = id
+    local ok, raw = pcall(cjson.decode, fields[2] or '')
+    if ok and type(raw) == 'table' and type(raw[1]) == 'string' then settle(raw[1]) end
   else
     local need = apply(ev)
     if need then
       refresh(ev[1], need)
+      if parked_iid ~= '' then
+        redis.call('SADD', P .. 'pg:' .. parked_iid .. ':n', need)
+      elseif park and not single then
+        local iid = ev[1]
+        -- The original id keeps the arrival time (how long it waits, §8); ids only grow.
+        local moved = redis.pcall('XADD', P .. 'pk:' .. iid, id, 'e', ev.raw)
+        if type(moved) == 'table' and moved.err then
+          redis.call('XADD', P .. 'pk:' .. iid, '*', 'e', ev.raw)
+        end
+        redis.call('SADD', P .. 'pw', iid)
+        redis.call('SADD', P .. 'pg:' .. iid, need)
+        done[#done + 1] = id
+      end
     else
       applied = applied + 1
       done[#done + 1] = id
+      settle(ev[1])
     end
+  end
+end
+
+-- A pass over a parking stream rebuilds the set of group ids still waited for (into
+-- P..'pg:'<iid>':n', renamed over the set once the pass reached the end, so a crash midway
+-- leaves the old set); a stream that emptied waits for nothing any more.
+if parked_iid ~= '' and #entries < count then
+  local waits = P .. 'pg:' .. parked_iid
+  if redis.call('XLEN', src) == 0 then
+    redis.call('SREM', P .. 'pw', parked_iid)
+    redis.call('DEL', waits, waits .. ':n')
+  elseif redis.call('EXISTS', waits .. ':n') == 1 then
+    redis.call('RENAME', waits .. ':n', waits)
+  end
+end
+
+for _, iid in ipairs(settled_order) do
+  if redis.call('HINCRBY', P .. 'pn', iid, -settled[iid]) <= 0 then
+    redis.call('HDEL', P .. 'pn', iid)
   end
 end
 

@@ -1,0 +1,102 @@
+"""Explain a chat (§7): counted or not, where, when and why, with the deliveries naming it.
+
+The apply script ends a counted chat's state with a digit saying how its queue was
+decided; the rest of the state is its terminal time and queue id.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from app.deliveries import read_deliveries
+from app.errors import NotFound
+from app.events import chat_key
+from app.integration import Integration
+from app.intervals import iso_utc
+from app.lua import CHAT_EPOCH_MS, QUEUE_BITS, SLOT_MS, UNDEFINED_QUEUE
+from app.redis_keys import RedisKeys, text
+from app.settings import Settings
+
+#: The apply script's why digits (`app/lua/apply.lua`), and what they mean.
+WHY = {
+    "1": ("group_name_in_event", "the event named the chat's Freshchat group"),
+    "2": ("group_name_learnt", "an earlier event of the same group carried its name"),
+    "3": ("group_name_from_freshchat", "Freshchat's API named the chat's group"),
+    "4": ("no_group", "the chat had no Freshchat group when it was solved"),
+    "5": ("deleted_or_spam", "the chat was deleted or marked as spam"),
+    "6": ("group_not_in_freshchat", "Freshchat does not know the chat's group (404)"),
+}
+NOT_COUNTED = {
+    "waiting_for_group_name": "solved, waiting for Freshchat to name its group; "
+    "counted once the name is known",
+    "not_applied_yet": "delivered, waiting for a worker to count it",
+    "not_terminal_yet": "not solved (nor deleted) yet: a chat is counted when it is solved",
+}
+
+
+def decode_state(raw: str) -> tuple[int, int, str]:
+    """(terminal time ms, queue id, why digit) of a chat state the apply script wrote."""
+    number, why = raw[:-1], raw[-1:]
+    if ":" in number:
+        t, q = number.split(":")
+        return int(t), int(q), why
+    n = int(number)
+    return n // QUEUE_BITS + CHAT_EPOCH_MS, n % QUEUE_BITS, why
+
+
+def _why(code: str, words: str) -> dict[str, str]:
+    return {"code": code, "text": words}
+
+
+async def explain(
+    redis: Redis, keys: RedisKeys, settings: Settings, integration: Integration, conversation: str
+) -> dict[str, Any]:
+    """The explanation of one chat; NotFound when it was never seen (or expired)."""
+    shard, iid = integration.shard, integration.id
+    raw = await redis.get(keys.chat(shard, iid, chat_key(conversation)))
+    deliveries = await read_deliveries(
+        redis, keys, settings, shard, iid, conversation=conversation, limit=20
+    )
+    out: dict[str, Any] = {"conversation_id": conversation, "counted": False, "kind": None}
+    out |= {"time": None, "interval_start": None, "queue": None}
+    if raw is not None:
+        t, q, digit = decode_state(text(raw))
+        queue = UNDEFINED_QUEUE
+        if q:
+            name = await redis.hget(keys.queue_names(shard, iid), f"#{q}")
+            queue = text(name) if name is not None else UNDEFINED_QUEUE
+        code, words = WHY.get(digit, ("unknown", "recorded before reasons were kept"))
+        out |= {
+            "counted": True,
+            "kind": "deleted" if code == "deleted_or_spam" else "solved",
+            "time": iso_utc(datetime.fromtimestamp(t / 1000, UTC)),
+            "interval_start": iso_utc(datetime.fromtimestamp(t // SLOT_MS * SLOT_MS / 1000, UTC)),
+            "queue": queue,
+            "why": _why(code, f"counted in {queue}: {words}"),
+        }
+        return out | {"deliveries": deliveries}
+    events = [
+        e for d in deliveries if d["status"] == 202 for e in d["events"]
+        if e["conversation_id"] == conversation
+    ]  # fmt: skip
+    if not events:
+        if deliveries:  # only refused requests named it
+            return out | {
+                "why": _why("not_applied_yet", "only refused requests named it"),
+                "deliveries": deliveries,
+            }
+        raise NotFound("chat not found: never seen in this integration's kept deliveries or counts")
+    terminal = [e for e in events if e["kind"] != "other"]
+    out["kind"] = terminal[-1]["kind"] if terminal else None
+    if not terminal:
+        code = "not_terminal_yet"
+    elif await redis.sismember(keys.parked_integrations(shard), iid) and any(
+        e["group_id"] and not e["group_name"] for e in terminal
+    ):
+        code = "waiting_for_group_name"
+    else:
+        code = "not_applied_yet"
+    return out | {"why": _why(code, NOT_COUNTED[code]), "deliveries": deliveries}
