@@ -7,11 +7,14 @@ import re
 import pytest
 
 from app.events import Kind
+from app.explain import WHY, decode_state
 from app.lua import (
+    CHAT_EPOCH_MS,
     HERE,
     KEY_NOT_ACTIVE,
     NEGATIVE_MARK,
     POSITIVE_MARK,
+    QUEUE_BITS,
     RATE_LIMITED_BASE,
     SLOT_MS,
     SLOTS_PER_DAY,
@@ -66,6 +69,18 @@ def test_the_apply_script_uses_the_shared_values() -> None:
     assert f"floor(slot / {SLOTS_PER_DAY})" in text
     assert f"mark == {ord(NEGATIVE_MARK)} then -- negative" in text
     assert f"mark == {ord(POSITIVE_MARK)} then -- from Freshchat" in text
+    assert re.search(rf"local EPOCH = {CHAT_EPOCH_MS}\b", text)
+    assert re.search(rf"local QBITS = {QUEUE_BITS}\b", text)
+
+
+def test_every_why_digit_the_apply_script_writes_is_explained() -> None:
+    written = set(re.findall(r"why = [^\n]*'(\d)'", source(Lua.APPLY)))
+    written |= set(re.findall(r"local qname, why = UNDEF, '(\d)'", source(Lua.APPLY)))
+    assert written == set(WHY)
+    t = 1_795_000_000_123
+    small = f"{(t - CHAT_EPOCH_MS) * QUEUE_BITS + 7}3"
+    assert decode_state(small) == (t, 7, "3")
+    assert decode_state(f"{t}:{QUEUE_BITS + 1}6") == (t, QUEUE_BITS + 1, "6")
 
 
 def test_the_apply_script_knows_every_event_kind() -> None:
