@@ -4,25 +4,61 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import nullcontext
+import tomllib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.changes import Changes, parse_revision, read_changes
 from app.counts import Snapshot, read_counts, to_csv
-from app.errors import AppError
+from app.errors import AppError, BadRequest
 from app.freshchat import verify_api_key
-from app.integration import NewIntegration
+from app.integration import IntegrationChanges, NewIntegration
 from app.integrations import Integrations
 from app.intervals import INTERVALS, parse_query
 from app.settings import Settings, load_settings
 
 PROG = "injixo-freshchat"
+
+#: A well-formed Fernet key that stands in for an unset ENCRYPTION_KEY in commands that only
+#: read: settings validation needs one, and those commands never encrypt or decrypt.
+READ_ONLY_KEY = "cmVhZC1vbmx5IENMSTogbmV2ZXIgZW5jcnlwdHMhISE="
+
+#: Input fields whose CLI flag is not `--` + the field name.
+FLAGS = {"freshchat_domain": "--domain"}
+
+
+class Given(BaseSettings):
+    """Settings as the environment and `.env` give them, unchecked: tells unset from wrong."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    redis_url: str | None = None
+    admin_token: str | None = None
+    encryption_key: str | None = None
+
+
+def version() -> str:
+    """The installed package's version; from pyproject.toml when run from a bare source tree."""
+    try:
+        return metadata.version(PROG)
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        with (Path(__file__).resolve().parents[1] / "pyproject.toml").open("rb") as f:
+            return str(tomllib.load(f)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown (not installed)"
 
 
 def _print(args: argparse.Namespace, data: Any, human: str) -> None:
@@ -30,6 +66,11 @@ def _print(args: argparse.Namespace, data: Any, human: str) -> None:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(human + "\n")
+
+
+def _out(model: BaseModel) -> Any:
+    """A model as the API serialises it (same fields)."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def _with_integrations(settings: Settings, action: Callable[[Integrations], Awaitable[Any]]) -> Any:
@@ -56,7 +97,7 @@ def cmd_integrations_add(args: argparse.Namespace, settings: Settings) -> int:
     created = _with_integrations(settings, lambda i: i.create(new, verify)).public()
     _print(
         args,
-        created.model_dump(),
+        _out(created),
         f"created integration {created.id} ({created.name}, {created.freshchat_domain})",
     )
     return 0
@@ -68,6 +109,26 @@ def cmd_integrations_list(args: argparse.Namespace, settings: Settings) -> int:
     lines = [f"{i.id}  {i.status:<8} {i.name}  ({i.freshchat_domain})" for i in listed]
     data = {"integrations": [i.model_dump() for i in listed]}
     _print(args, data, "\n".join(lines) or "no integrations yet")
+    return 0
+
+
+def cmd_integrations_update(args: argparse.Namespace, settings: Settings) -> int:
+    """Change name, domain or Freshchat key (a new key or domain is verified as on add)."""
+    key = args.freshchat_api_key
+    changes = IntegrationChanges(
+        name=args.name,
+        freshchat_domain=args.domain,
+        freshchat_api_key=None if key is None else _secret_arg(key),
+    )
+    if changes.empty():
+        raise BadRequest("nothing to change: give --name, --domain or --freshchat-api-key")
+    verify = None if args.skip_verify else verify_api_key
+    updated = _with_integrations(settings, lambda i: i.update(args.id, changes, verify)).public()
+    _print(
+        args,
+        _out(updated),
+        f"updated integration {updated.id} ({updated.name}, {updated.freshchat_domain})",
+    )
     return 0
 
 
@@ -187,67 +248,116 @@ def cmd_dev(args: argparse.Namespace, settings: Settings | None) -> int:
     """Start Redis (if needed), web and worker together."""
     from app.dev import run_dev
 
-    return run_dev(port=args.port)
+    return run_dev(Given(), port=args.port, ephemeral=args.ephemeral, as_json=args.json)
+
+
+EPILOG = """\
+Settings come from the environment (and .env in the working directory) as for the web
+process and the workers: REDIS_URL, ADMIN_TOKEN, ENCRYPTION_KEY, ... Commands that only
+read (integrations list, keys list, contacts, changes) work without ENCRYPTION_KEY; the
+others need the instance's key.
+Every command takes --json (after its arguments) for machine-readable output; an error is
+one line on stderr and a non-zero exit (2: invalid settings).
+`injixo-freshchat dev` prints an `export ...` block that points this command at it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used for `--help`)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="The injixo side of the Freshchat integration. Settings come from the "
-        "environment (and .env): REDIS_URL, ADMIN_TOKEN, READER_TOKENS, ENCRYPTION_KEY, …",
+        description="The injixo side of the Freshchat integration: administration, the web "
+        "process, workers and a one-command local setup.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        help: str,
+        func: Callable[..., int],
+        read_only: bool = False,
+        description: str | None = None,
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(
+            name, help=help, description=description or help
+        )
+        p.set_defaults(func=func, read_only=read_only)
+        return p
 
     def json_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    integ = sub.add_parser("integrations", help="create, list and delete integrations")
+    def domain_key_verify(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument(
+            "--domain",
+            required=required,
+            help="full Freshchat domain, e.g. example.freshchat.com",
+        )
+        p.add_argument(
+            "--freshchat-api-key",
+            required=required,
+            help="API key of a Freshchat Account Administrator ('-' reads it from standard "
+            "input, keeping it out of shell history and ps)",
+        )
+        p.add_argument(
+            "--skip-verify",
+            action="store_true",
+            help="save without checking the key against Freshchat",
+        )
+
+    integ = sub.add_parser("integrations", help="create, list, change and delete integrations")
     isub = integ.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = isub.add_parser("add", help="create an integration")
+    add = command(isub, "add", "create an integration (prints its id)", cmd_integrations_add)
     add.add_argument("--name", required=True, help="unique name, 1-100 characters")
-    add.add_argument(
-        "--domain", required=True, help="full Freshchat domain, e.g. example.freshchat.com"
-    )
-    add.add_argument(
-        "--freshchat-api-key",
-        required=True,
-        help="API key of a Freshchat Account Administrator ('-' reads it from standard input)",
-    )
-    add.add_argument(
-        "--skip-verify", action="store_true", help="save without checking the key against Freshchat"
-    )
+    domain_key_verify(add, required=True)
     json_flag(add)
-    add.set_defaults(func=cmd_integrations_add)
-    lst = isub.add_parser("list", help="list integrations")
+    lst = command(isub, "list", "list integrations", cmd_integrations_list, read_only=True)
     json_flag(lst)
-    lst.set_defaults(func=cmd_integrations_list)
-    delete = isub.add_parser("delete", help="delete an integration (counts stay readable)")
-    delete.add_argument("id")
+    update = command(
+        isub,
+        "update",
+        "change an integration's name, domain or Freshchat key (a new domain or key is "
+        "checked against Freshchat unless --skip-verify)",
+        cmd_integrations_update,
+    )
+    update.add_argument("id", help="integration id")
+    update.add_argument("--name", help="new unique name, 1-100 characters")
+    domain_key_verify(update, required=False)
+    json_flag(update)
+    delete = command(
+        isub,
+        "delete",
+        "delete an integration: its keys are revoked, ingestion stops, counts stay readable",
+        cmd_integrations_delete,
+    )
+    delete.add_argument("id", help="integration id")
     json_flag(delete)
-    delete.set_defaults(func=cmd_integrations_delete)
 
     keys = sub.add_parser("keys", help="injixo API keys for the Freshworks app")
     ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = ksub.add_parser("create", help="generate a key (shown once)")
+    create = command(ksub, "create", "generate a key (shown once)", cmd_keys_create)
     create.add_argument("id", help="integration id")
     json_flag(create)
-    create.set_defaults(func=cmd_keys_create)
-    klist = ksub.add_parser("list", help="list keys (prefixes only)")
+    klist = command(ksub, "list", "list keys (prefixes only)", cmd_keys_list, read_only=True)
     klist.add_argument("id", help="integration id")
     json_flag(klist)
-    klist.set_defaults(func=cmd_keys_list)
-    revoke = ksub.add_parser("revoke", help="revoke a key at once")
+    revoke = command(ksub, "revoke", "revoke a key; it stops working at once", cmd_keys_revoke)
     revoke.add_argument("id", help="integration id")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", help="the key's id (from keys list)")
     json_flag(revoke)
-    revoke.set_defaults(func=cmd_keys_revoke)
 
-    contacts = sub.add_parser("contacts", help="contact counts per interval and queue")
+    contacts = command(
+        sub, "contacts", "contact counts per interval and queue", cmd_contacts, read_only=True
+    )
     contacts.add_argument("id", help="integration id")
     contacts.add_argument("--from", dest="from_", required=True, help="ISO 8601 start (inclusive)")
     contacts.add_argument("--to", required=True, help="ISO 8601 end (exclusive)")
-    contacts.add_argument("--interval", type=int, default=INTERVALS[0], choices=INTERVALS)
+    contacts.add_argument(
+        "--interval", type=int, default=INTERVALS[0], choices=INTERVALS, help="minutes"
+    )
     contacts.add_argument(
         "--tz",
         help="IANA time zone for 30/60-minute intervals (then --from/--to need their offset)",
@@ -255,49 +365,97 @@ def build_parser() -> argparse.ArgumentParser:
     contacts.add_argument("--queue", help="only this source queue")
     contacts.add_argument("--csv", action="store_true", help="CSV with a header line")
     json_flag(contacts)
-    contacts.set_defaults(func=cmd_contacts)
 
-    changes = sub.add_parser(
-        "changes", help="the intervals and queues whose counts changed after a revision"
+    changes = command(
+        sub,
+        "changes",
+        "the intervals and queues whose counts changed after a revision",
+        cmd_changes,
+        read_only=True,
     )
     changes.add_argument("id", help="integration id")
     changes.add_argument(
         "--since", required=True, help="a revision from an earlier contacts or changes answer"
     )
     json_flag(changes)
-    changes.set_defaults(func=cmd_changes)
 
-    worker = sub.add_parser("worker", help="run an RQ worker that drains pending events")
+    worker = command(sub, "worker", "run an RQ worker that drains pending events", cmd_worker)
     worker.add_argument(
         "--burst", action="store_true", help="process everything pending, then exit"
     )
     json_flag(worker)
-    worker.set_defaults(func=cmd_worker)
 
-    web = sub.add_parser("web", help="run the web process (uvicorn; WEB_CONCURRENCY processes)")
-    web.add_argument("--host", default="0.0.0.0")
+    web = command(sub, "web", "run the web process (uvicorn; WEB_CONCURRENCY processes)", cmd_web)
+    web.add_argument("--host", default="0.0.0.0", help="default: 0.0.0.0")
     web.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
     json_flag(web)
-    web.set_defaults(func=cmd_web)
 
-    dev = sub.add_parser(
-        "dev", help="start Redis (if REDIS_URL does not answer), web and worker for local use"
+    dev = command(
+        sub,
+        "dev",
+        "run Redis, the web process and a worker locally, in one command",
+        cmd_dev,
+        description="Runs the web process and a worker against REDIS_URL if it answers, else "
+        "against a private Redis (redis-server from PATH, else an embedded one) whose data, "
+        "admin token and encryption key are kept in .dev/ across restarts. Once the web "
+        "process answers it prints the URLs, the admin token and an export block that points "
+        "this command at the instance. Ctrl-C stops everything; if one of its processes "
+        "fails, it stops the rest and exits non-zero with the reason.",
     )
-    dev.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
+    dev.add_argument("--port", type=int, default=None, help="web port (default: $PORT or 8000)")
+    dev.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="a throw-away private Redis and admin token/encryption key (default: kept in .dev/ "
+        "across restarts)",
+    )
     json_flag(dev)
-    dev.set_defaults(func=cmd_dev, no_settings=True)
+    dev.set_defaults(no_settings=True)
     return parser
+
+
+@contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """`os.environ[name] = value` for a while (load_settings reads only the environment)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """The settings a command needs; read-only commands do without ENCRYPTION_KEY."""
+    if getattr(args, "no_settings", False):
+        return None
+    if args.read_only and not Given().encryption_key:
+        with _environ("ENCRYPTION_KEY", READ_ONLY_KEY):
+            return load_settings()
+    return load_settings()
+
+
+def _invalid(exc: ValidationError) -> str:
+    """The first input problem, named by its flag."""
+    first = exc.errors(include_url=False)[0]
+    name = ".".join(str(p) for p in first["loc"])
+    return f"invalid {FLAGS.get(name, '--' + name.replace('_', '-'))}: {first['msg']}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; errors become one line on stderr and a non-zero exit."""
     args = build_parser().parse_args(argv)
     try:
-        settings = None if getattr(args, "no_settings", False) else load_settings()
-        return int(args.func(args, settings))
+        return int(args.func(args, _settings(args)))
     except AppError as exc:
         sys.stderr.write(f"{PROG}: {exc.message}\n")
         return 2 if exc.reason == "config" else 1
+    except ValidationError as exc:
+        sys.stderr.write(f"{PROG}: {_invalid(exc)}\n")
+        return 1
     except RedisError as exc:
         sys.stderr.write(f"{PROG}: cannot reach Redis ({type(exc).__name__}); check REDIS_URL\n")
         return 1

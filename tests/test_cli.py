@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import os
 import subprocess
 import sys
+import tomllib
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
 
 import orjson
 import pytest
 import redis
 
-from app.cli import main
+from app.cli import build_parser, main, version
 from app.errors import ConfigError
+from app.integration import Integration
+from app.integrations import decrypt_secret
+from app.redis_keys import RedisKeys
 from app.settings import Settings, load_settings
-from tests.support import G1, apply_all, at, conv_event, env_for, shard_of, store
+from tests.support import G1, ROOT, apply_all, at, conv_event, env_for, shard_of, store
 
 
 @pytest.fixture
@@ -164,3 +173,138 @@ def test_contacts_with_a_zone_and_the_changes_since_a_revision(
         "Europe/Berlin",
     )
     assert code == 1 and "needs its UTC offset" in err
+
+
+def test_integrations_update_and_delete(
+    env: Settings,
+    capsys: pytest.CaptureFixture[str],
+    r: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    iid = add_acme(capsys)
+    code, out, _ = run(capsys, "integrations", "update", iid, "--name", "Acme EU", "--json")
+    body = orjson.loads(out)  # the fields PATCH /v1/integrations/{id} answers with
+    assert code == 0 and set(body) == {"id", "name", "freshchat_domain", "created_at", "status"}
+    assert (body["id"], body["name"], body["freshchat_domain"]) == (
+        iid, "Acme EU", "acme.freshchat.com",
+    )  # fmt: skip
+    monkeypatch.setattr(sys, "stdin", io.StringIO("fc-NEW\n"))
+    code, out, _ = run(
+        capsys, "integrations", "update", iid, "--domain", "acme-eu.freshchat.com",
+        "--freshchat-api-key", "-", "--skip-verify",
+    )  # fmt: skip
+    assert code == 0 and out == f"updated integration {iid} (Acme EU, acme-eu.freshchat.com)\n"
+    stored = Integration.load(r.hget(RedisKeys(env.key_prefix).integrations(), iid) or b"")
+    assert decrypt_secret(env, stored.freshchat_api_key_enc) == "fc-NEW"
+    code, out, err = run(capsys, "integrations", "update", iid, "--json")
+    assert (code, out) == (1, "")
+    assert (
+        err == "injixo-freshchat: nothing to change: give --name, --domain or --freshchat-api-key\n"
+    )
+    code, _, err = run(capsys, "integrations", "update", iid, "--domain", "evil.example.com")
+    assert code == 1 and err.count("\n") == 1 and "not a Freshchat domain" in err
+    code, _, err = run(capsys, "integrations", "update", iid, "--name", "x" * 1001)
+    assert code == 1 and err == (
+        "injixo-freshchat: invalid --name: String should have at most 1000 characters\n"
+    )
+    add_acme(capsys)
+    code, _, err = run(capsys, "integrations", "update", iid, "--name", "ACME")
+    assert code == 1 and "an integration named 'ACME' already exists" in err
+    code, out, _ = run(capsys, "integrations", "delete", iid, "--json")
+    assert code == 0 and orjson.loads(out) == {"id": iid, "status": "deleted"}
+    code, _, err = run(capsys, "integrations", "update", iid, "--name", "Back")
+    assert code == 1 and err == "injixo-freshchat: the integration is deleted\n"
+    code, _, err = run(capsys, "integrations", "delete", "missing")
+    assert code == 1 and err == "injixo-freshchat: no integration 'missing'\n"
+
+
+def test_integrations_update_verifies_a_new_domain_with_the_stored_key(
+    env: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FRESHCHAT_ALLOW_INSECURE", "true")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    iid = add_acme(capsys)
+    code, _, err = run(capsys, "integrations", "update", iid, "--domain", "http://127.0.0.1:9")
+    assert code == 1 and "could not reach Freshchat at http://127.0.0.1:9" in err
+    code, out, _ = run(capsys, "integrations", "list", "--json")
+    assert orjson.loads(out)["integrations"][0]["freshchat_domain"] == "acme.freshchat.com"
+
+
+def test_version_comes_from_the_package(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"injixo-freshchat {metadata.version('injixo-freshchat')}\n"
+
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        assert version() == tomllib.load(f)["project"]["version"]
+
+
+def test_read_only_commands_need_no_encryption_key(
+    env: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    r: redis.Redis,
+) -> None:
+    iid = add_acme(capsys)
+    monkeypatch.chdir(tmp_path)  # no .env here either
+    monkeypatch.delenv("ENCRYPTION_KEY")
+    code, out, err = run(capsys, "integrations", "list", "--json")
+    assert code == 0 and [i["id"] for i in orjson.loads(out)["integrations"]] == [iid], err
+    assert run(capsys, "keys", "list", iid, "--json")[:2] == (0, '{\n  "api_keys": []\n}\n')
+    day = ("--from", "2026-11-23T00:00:00Z", "--to", "2026-11-24T00:00:00Z")
+    assert run(capsys, "contacts", iid, *day, "--csv")[0] == 0
+    assert run(capsys, "changes", iid, "--since", "0")[0] == 0
+    assert "ENCRYPTION_KEY" not in os.environ  # the stand-in key did not stay behind
+    before = r.hgetall(RedisKeys(env.key_prefix).integrations())
+    for argv in (
+        ["integrations", "add", "--name", "B", "--domain", "b.freshchat.com",
+         "--freshchat-api-key", "k", "--skip-verify"],
+        ["integrations", "update", iid, "--freshchat-api-key", "k2", "--skip-verify"],
+        ["integrations", "delete", iid],
+        ["keys", "create", iid],
+    ):  # fmt: skip
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (2, "") and "ENCRYPTION_KEY: must be set" in err, argv
+    assert r.hgetall(RedisKeys(env.key_prefix).integrations()) == before
+    # A key that is set but wrong is an error even where none is needed: never silently replaced.
+    monkeypatch.setenv("ENCRYPTION_KEY", "not-a-key")
+    code, _, err = run(capsys, "integrations", "list")
+    assert code == 2 and "ENCRYPTION_KEY: Value error, must be 32 url-safe" in err
+
+
+def commands(
+    parser: argparse.ArgumentParser, words: tuple[str, ...] = ()
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every command line's words and its parser."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from commands(sub, (*words, name))
+            return
+    yield " ".join(words), parser
+
+
+def test_only_commands_that_read_go_without_the_key_and_every_one_takes_json() -> None:
+    found = dict(commands(build_parser()))
+    read_only = {name for name, p in found.items() if p.get_default("read_only")}
+    assert read_only == {"integrations list", "keys list", "contacts", "changes"}
+    assert [name for name, p in found.items() if "--json" not in p._option_string_actions] == []
+    assert {"integrations update", "integrations delete", "dev"} <= set(found)
+
+
+def test_help_says_what_each_option_does(capsys: pytest.CaptureFixture[str]) -> None:
+    text = build_parser().format_help()
+    assert "--version" in text and "work without ENCRYPTION_KEY" in text
+    with pytest.raises(SystemExit):
+        main(["integrations", "update", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # as one line, whatever the wrapping
+    assert "a new domain or key is checked against Freshchat unless --skip-verify" in text
+    assert "'-' reads it from standard input" in text
