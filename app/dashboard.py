@@ -1,4 +1,5 @@
-"""The RQ dashboard at `/rq` (rq-dashboard's Flask blueprint behind a2wsgi), admin only."""
+"""The RQ dashboard at `/rq` (rq-dashboard's Flask blueprint behind a2wsgi), admin only;
+what changes state (requeue, empty, delete) only from its own pages or a script."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.admin.session import origin_of
 from app.auth import bearer_token, token_matches
 from app.settings import Settings
 
 SessionCheck = Callable[[Request], bool]  # True when the request is signed in to the page
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# rq-dashboard's "requeue all" answers GET as well as POST (its own script POSTs).
+STATE_CHANGING_GETS = ("/requeue/",)
 
 
 def _basic_password(request: Request) -> str | None:
@@ -28,32 +33,61 @@ def _basic_password(request: Request) -> str | None:
     return decoded.partition(":")[2]
 
 
+def _unauthorized() -> Response:
+    return JSONResponse(
+        {"error": "admin token required", "reason": "unauthorized"},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Basic realm="injixo RQ dashboard"'},
+    )
+
+
+def _cross_site() -> Response:
+    error = "a request that changes state must come from the dashboard's own pages"
+    return JSONResponse({"error": error, "reason": "cross_site"}, status_code=403)
+
+
+def changes_state(scope: Scope) -> bool:
+    """Anything but a read (the path as the dashboard sees it, below the mount)."""
+    if scope["method"] not in SAFE_METHODS:
+        return True
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    inner = path[len(root) :] if path.startswith(root) else path
+    return inner.startswith(STATE_CHANGING_GETS)
+
+
 class AdminGate:
     """Let a request through only with the admin token (Bearer, or as the Basic password
-    so a browser can sign in) or a signed-in admin page session."""
+    so a browser can sign in) or a signed-in admin page session; one that changes state
+    also only from this origin, or, saying nothing of where it comes from, by Bearer."""
 
     def __init__(self, app: ASGIApp, settings: Settings, session: SessionCheck) -> None:
         self.app = app
         self.allowed = (settings.admin_token,)
         self.session = session
 
+    def refusal(self, scope: Scope) -> Response | None:
+        """401 without credentials, 403 for a state change from elsewhere, else None."""
+        request = Request(scope)
+        bearer = token_matches(bearer_token(request), self.allowed)
+        if not (
+            bearer or token_matches(_basic_password(request), self.allowed) or self.session(request)
+        ):
+            return _unauthorized()
+        if not changes_state(scope):
+            return None
+        # A browser attaches the session cookie (same-site pages, e.g. another port of this
+        # host) and cached Basic credentials (any site) by itself: only what names this
+        # origin passes, or a request that names none and carries the token explicitly.
+        origin = origin_of(request)
+        return None if origin or (origin is None and bearer) else _cross_site()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check, then pass on or answer 401."""
+        """Check, then pass on or answer 401/403."""
         if scope["type"] == "http":
-            request = Request(scope)
-            ok = token_matches(bearer_token(request), self.allowed) or token_matches(
-                _basic_password(request), self.allowed
-            )
-            if not ok:
-                ok = self.session(request)
-            if not ok:
-                response = Response(
-                    b'{"error":"admin token required","reason":"unauthorized"}',
-                    status_code=401,
-                    media_type="application/json",
-                    headers={"WWW-Authenticate": 'Basic realm="injixo RQ dashboard"'},
-                )
-                await response(scope, receive, send)
+            refused = self.refusal(scope)
+            if refused is not None:
+                await refused(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from app.admin.chart import (
+    EN_DASH,
     HEIGHT,
     LEFT,
     LOWER,
@@ -16,6 +19,7 @@ from app.admin.chart import (
     UPPER,
     WIDTH,
     build_chart,
+    interval_label,
     nice_step,
 )
 from app.intervals import INTERVALS, Query, parse_query
@@ -58,7 +62,7 @@ def test_one_bar_fills_the_plot_at_its_interval() -> None:
             "w": 7.57,
             "h": 234.0,
             "fill": PALETTE[0],
-            "title": "08:00 Billing: 4",
+            "title": "08:00\u201308:15 Billing: 4",
         }
     ]
     assert chart["ticks"] == [
@@ -81,7 +85,7 @@ def test_no_rows_draw_no_bars_and_a_zero_to_one_axis() -> None:
 def test_rows_of_one_interval_and_queue_are_added_up() -> None:
     rows = [row("2026-11-20T08:00:00Z", "Billing", 2), row("2026-11-20T08:00:00Z", "Billing", 3)]
     [bar] = build_chart(rows, utc_day(60))["bars"]
-    assert bar["title"] == "08:00 Billing: 5"
+    assert bar["title"] == "08:00\u201309:00 Billing: 5"
     assert bar["h"] == 234.0
 
 
@@ -145,6 +149,23 @@ def test_a_day_with_a_dst_change_has_23_intervals_in_local_time() -> None:
     assert texts[:3] == ["00:00", "01:00", "03:00"] and "02:00" not in texts
     # 23 slots of 908/23 px: 01:00 is the second slot, 03:00 the third.
     assert [(bar["x"], bar["h"], bar["title"]) for bar in chart["bars"]] == [
-        (87.43, 117.0, "01:00 Billing: 1"),
-        (126.9, 234.0, "03:00 Billing: 2"),
+        (87.43, 117.0, "01:00\u201302:00 Billing: 1"),
+        (126.9, 234.0, "03:00\u201304:00 Billing: 2"),
     ]
+
+
+def test_interval_labels_read_the_zones_clock_with_an_en_dash() -> None:
+    start = datetime(2026, 11, 20, 7, 45, tzinfo=UTC)
+    assert EN_DASH == "\u2013"
+    assert interval_label(start, 15, None) == "07:45\u201308:00"
+    assert interval_label(start, 15, ZoneInfo("Asia/Kolkata")) == "13:15\u201313:30"
+    assert interval_label(datetime(2026, 11, 20, 23, 0, tzinfo=UTC), 60, None) == (
+        "23:00\u201300:00"
+    )
+    # The hour Europe/Berlin repeats on 2026-10-25 reads 02:00-03:00 both times.
+    berlin = ZoneInfo("Europe/Berlin")
+    for utc_hour in (0, 1):
+        moment = datetime(2026, 10, 25, utc_hour, tzinfo=UTC)
+        assert interval_label(moment, 60, berlin) == "02:00\u201303:00"
+    # The hour it skips on 2026-03-29: 01:00 is followed by 03:00.
+    assert interval_label(datetime(2026, 3, 29, 0, tzinfo=UTC), 60, berlin) == "01:00\u201302:00"

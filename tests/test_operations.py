@@ -11,6 +11,7 @@ import orjson
 import pytest
 import redis
 from rq import Queue, SimpleWorker
+from rq.registry import FailedJobRegistry
 from starlette.testclient import TestClient
 
 from app.main import create_app
@@ -29,6 +30,7 @@ from tests.support import (
     pending,
     post_events,
 )
+from tests.test_admin_page import sign_in
 from workers.drain import Drainer, serving
 from workers.runner import schedule_pending
 
@@ -123,9 +125,7 @@ def test_rq_dashboard_needs_admin_token_and_shows_a_requeueable_failed_event(
     ):
         assert client.get("/rq/", headers=headers).status_code == 401
     assert client.get("/rq/0/data/queues.json").status_code == 401
-    keys = RedisKeys(settings.key_prefix)
-    r.xadd(keys.stream(3), {"e": orjson.dumps(["acme000000", "chat", 9, 1, "", ""])})
-    burst(r, settings)
+    failed_event_job(r, settings)
     basic = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_TOKEN}".encode()).decode()}
     page = client.get("/rq/", headers=basic)
     assert page.status_code == 200 and "RQ dashboard" in page.text
@@ -138,9 +138,71 @@ def test_rq_dashboard_needs_admin_token_and_shows_a_requeueable_failed_event(
     assert "apply_event" in job["description"] or "dead-lettered" in job["description"]
     info: dict[str, Any] = client.get(f"/rq/0/data/job/{job['id']}.json", headers=ADMIN).json()
     assert "PoisonEvent" in info["exc_info"] and "bad kind" in info["exc_info"]
-    requeued = client.post(f"/rq/job/{job['id']}/requeue", headers=ADMIN)
+    requeued = client.post(f"/rq/job/{job['id']}/requeue", headers=ADMIN)  # a script: no origin
     assert requeued.status_code == 200
     assert Queue(settings.rq_queue, connection=r).job_ids == [job["id"]]
+
+
+def failed_event_job(r: redis.Redis, settings: Settings) -> str:
+    """An event the apply script refuses, dead-lettered into a failed `apply_event` job."""
+    keys = RedisKeys(settings.key_prefix)
+    r.xadd(keys.stream(3), {"e": orjson.dumps(["acme000000", "chat", 9, 1, "", ""])})
+    burst(r, settings)
+    [job_id] = FailedJobRegistry(settings.rq_queue, connection=r).get_job_ids()
+    return job_id
+
+
+def test_rq_changes_state_only_from_its_own_pages_or_a_script(
+    client: TestClient, r: redis.Redis, worker_env: Settings
+) -> None:
+    settings = worker_env
+    job_id = failed_event_job(r, settings)
+    failed = FailedJobRegistry(settings.rq_queue, connection=r)
+    queue = settings.rq_queue
+    basic = {"Authorization": "Basic " + base64.b64encode(f"a:{ADMIN_TOKEN}".encode()).decode()}
+    # What a browser attaches by itself (the session cookie, cached Basic credentials)
+    # does not let another page change anything: cross-site, same-site (another port of
+    # this host), a foreign Origin or Referer, or a browser request naming no origin.
+    elsewhere = [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "none"},
+        {"Origin": "http://127.0.0.1:1"},
+        {"Origin": "null"},
+        {"Referer": "https://evil.example/page"},
+        {},
+    ]
+    sign_in(client)
+    for credentials in ({}, basic):
+        for origin in elsewhere:
+            headers = {**credentials, **origin}
+            for method, path in (
+                ("POST", f"/rq/queue/{queue}/failed/empty"),
+                ("POST", f"/rq/job/{job_id}/requeue"),
+                ("POST", f"/rq/job/{job_id}/delete"),
+                ("GET", f"/rq/requeue/{queue}"),  # rq-dashboard's "requeue all" takes GET too
+            ):
+                refused = client.request(method, path, headers=headers)
+                assert refused.status_code == 403, (method, path, headers)
+                assert refused.json()["reason"] == "cross_site"
+            # Reading stays open to the same credentials.
+            assert client.get("/rq/0/data/queues.json", headers=headers).status_code == 200
+    assert failed.get_job_ids() == [job_id]
+    # A Bearer token is never attached by a browser, but a cross-site page still cannot
+    # send one in a request that also says it is cross-site.
+    cross_bearer = {**ADMIN, "Sec-Fetch-Site": "cross-site"}
+    assert client.post(f"/rq/job/{job_id}/requeue", headers=cross_bearer).status_code == 403
+    # The dashboard's own pages: the browser says same-origin.
+    same = client.post(f"/rq/job/{job_id}/requeue", headers={"Sec-Fetch-Site": "same-origin"})
+    assert same.status_code == 200 and same.json() == {"status": "OK"}
+    assert Queue(queue, connection=r).job_ids == [job_id] and failed.get_job_ids() == []
+    own = {"Origin": "http://testserver", "Referer": "http://testserver/rq/"}
+    assert client.post(f"/rq/queue/{queue}/queued/empty", headers=own).status_code == 200
+    assert Queue(queue, connection=r).job_ids == []
+    # Unauthenticated stays 401 whatever the origin.
+    client.cookies.clear()
+    same_origin = {"Sec-Fetch-Site": "same-origin"}
+    assert client.post(f"/rq/job/{job_id}/requeue", headers=same_origin).status_code == 401
 
 
 def test_readyz_follows_redis() -> None:

@@ -4,9 +4,13 @@ The page follows the help-center article step by step: *Account > Integrations* 
 *Add integration* → **Freshworks** tile → **Freshchat** section → form → *Save
 integration* → **Install the injixo app** (generate, copy and revoke injixo API keys).
 
+Every form answers 303 to a GET page (post/redirect/get), so a reload never repeats an
+action; what the action has to say travels in `flash`.
+
 Modules: `session` (signed cookie, CSRF, origin), `page` (templates, headers, guards),
-`signin`, `pages` (list and add flow), `detail` (one integration), `status` (its
-badge), `chart` (pure SVG geometry).
+`flash` (the message across a redirect), `signin`, `pages` (list and add flow), `detail`
+(one integration and its keys), `manage` (edit, delete), `contacts` (a day's counts, CSV),
+`status` (its badge), `chart` (pure SVG geometry).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from app.admin.detail import get_integration, post_new_key, post_revoke_key
+from app.admin.contacts import get_contacts_csv
+from app.admin.detail import get_integration, new_key, revoke_key
+from app.admin.manage import delete_integration, edit_integration
 from app.admin.page import APP_DIR
 from app.admin.pages import (
     add_freshchat_form,
@@ -24,14 +30,14 @@ from app.admin.pages import (
     get_integrations,
 )
 from app.admin.session import session_check
-from app.admin.signin import post_signout, signin_page
+from app.admin.signin import signin_page, signout
 
 __all__ = ["PAGE_ROUTES", "session_check"]
 
 PAGE_ROUTES: list[BaseRoute] = [
     Route("/", get_home, methods=["GET"]),
     Route("/signin", signin_page, methods=["GET", "POST"]),
-    Route("/signout", post_signout, methods=["POST"]),
+    Route("/signout", signout, methods=["GET", "POST"]),
     Route("/account/integrations", get_integrations, methods=["GET"]),
     Route("/account/integrations/new", get_add_models, methods=["GET"]),
     Route("/account/integrations/new/freshworks", get_add_freshworks, methods=["GET"]),
@@ -41,7 +47,11 @@ PAGE_ROUTES: list[BaseRoute] = [
         methods=["GET", "POST"],
     ),
     Route("/account/integrations/{iid}", get_integration, methods=["GET"]),
-    Route("/account/integrations/{iid}/keys", post_new_key, methods=["POST"]),
-    Route("/account/integrations/{iid}/keys/{key_id}/revoke", post_revoke_key, methods=["POST"]),
+    Route("/account/integrations/{iid}/edit", edit_integration, methods=["GET", "POST"]),
+    Route("/account/integrations/{iid}/delete", delete_integration, methods=["GET", "POST"]),
+    Route("/account/integrations/{iid}/contacts.csv", get_contacts_csv, methods=["GET"]),
+    # An action's URL answers GET too (with its page): a reload never meets a bare 405.
+    Route("/account/integrations/{iid}/keys", new_key, methods=["GET", "POST"]),
+    Route("/account/integrations/{iid}/keys/{key_id}/revoke", revoke_key, methods=["GET", "POST"]),
     Mount("/static", app=StaticFiles(directory=APP_DIR / "static"), name="static"),
 ]

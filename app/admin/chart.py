@@ -6,7 +6,7 @@ Pure functions of the counted rows and the query; the template only draws what t
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from app.intervals import Query
@@ -28,6 +28,7 @@ WIDTH, HEIGHT = 960, 280
 LEFT, RIGHT, UPPER, LOWER = 44, 8, 12, 34  # margins: room for the tick and time labels
 MAX_LABELS = 12  # 96 quarter-hours in a day: more time labels would overlap
 BAR_SHARE = 0.8  # of an interval's slot; the rest is the gap between bars
+EN_DASH = "\u2013"  # between an interval's ends, as a customer writes a time range
 
 
 def nice_step(top: int) -> int:
@@ -38,6 +39,14 @@ def nice_step(top: int) -> int:
         if factor * power >= raw:
             return int(factor * power)
     return int(10 * power)
+
+
+def interval_label(start: datetime, minutes: int, zone: tzinfo | None) -> str:
+    """`08:00-08:15` (with an en dash) on the zone's clock. The end is read off the start's
+    clock, so the hour a clock repeats is 02:00-03:00 both times, not 02:00-02:00 once."""
+    local = start.astimezone(zone or UTC)
+    end = local.replace(tzinfo=None) + timedelta(minutes=minutes)
+    return f"{local:%H:%M}{EN_DASH}{end:%H:%M}"
 
 
 def interval_starts(query: Query) -> list[datetime]:
@@ -75,6 +84,7 @@ def build_chart(rows: list[dict[str, Any]], query: Query) -> dict[str, Any]:
         x = LEFT + index * slot_w + (slot_w - bar_w) / 2
         base: float = UPPER + plot_h
         local = start.astimezone(zone).strftime("%H:%M")
+        span = interval_label(start, query.interval, zone)
         for queue in queues:
             n = cells.get((int(start.timestamp()), queue), 0)
             if not n:
@@ -88,7 +98,7 @@ def build_chart(rows: list[dict[str, Any]], query: Query) -> dict[str, Any]:
                     "w": round(bar_w, 2),
                     "h": round(h, 2),
                     "fill": colour[queue],
-                    "title": f"{local} {queue}: {n}",
+                    "title": f"{span} {queue}: {n}",
                 }
             )
         if index % label_every == 0:

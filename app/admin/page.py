@@ -15,12 +15,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from app.admin import flash
 from app.admin.session import HOME, csrf_token, request_session, same_origin, tokens_match
 from app.integrations import Integrations
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 
 APP_DIR = Path(__file__).parent.parent
+NO_INTEGRATION = "There is no such integration."
 MAX_FIELD_CHARS = 4096
 MAX_FORM_BYTES = 64 * 1024
 
@@ -55,7 +57,7 @@ TEMPLATES.env.filters["when"] = _when
 
 def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     """Render a template with the page headers (no caching, strict CSP)."""
-    base = {"csrf": "", "signed_in": False}
+    base = {"csrf": "", "signed_in": False, "notice": None, "problem": None}
     return TEMPLATES.TemplateResponse(
         request, name, {**base, **context}, status_code=status, headers=PAGE_HEADERS
     )
@@ -70,9 +72,11 @@ class Page:
     integrations: Integrations
     session: str
     csrf: str = field(init=False)
+    flash: dict[str, Any] = field(init=False)  # what the action before the redirect said
 
     def __post_init__(self) -> None:
         self.csrf = csrf_token(self.settings, self.session)
+        self.flash = flash.take(self.request, self.settings)
 
     @property
     def redis(self) -> Redis:
@@ -85,8 +89,16 @@ class Page:
         return self.integrations.redis_keys
 
     def render(self, name: str, context: dict[str, Any], status: int = 200) -> Response:
-        """A template response with the CSRF token and the security headers."""
-        return render(self.request, name, {"csrf": self.csrf, "signed_in": True, **context}, status)
+        """A template response with the CSRF token, the flash's notice and the security
+        headers; the flash is dropped, so a reload shows it no more."""
+        said = {k: self.flash.get(k) for k in ("notice", "problem")}
+        base = {"csrf": self.csrf, "signed_in": True, **said}
+        response = render(self.request, name, {**base, **context}, status)
+        return flash.drop(self.request, response)
+
+    def redirect(self, target: str, message: dict[str, Any] | None = None) -> Response:
+        """303 to the GET page `target`, with `message` for its next view."""
+        return flash.redirect(self.request, self.settings, target, message)
 
     def not_found(self, message: str) -> Response:
         """The 404 page."""

@@ -76,16 +76,29 @@ def tokens_match(sent: object, expected: str) -> bool:
     )
 
 
-def same_origin(request: Request) -> bool:
-    """No Origin header, or one naming this very host; cross-site fetches are refused."""
-    if request.headers.get("sec-fetch-site", "") == "cross-site":
-        return False
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    parts = urlsplit(origin)
-    host = request.headers.get("host", "")
+def _names_this_host(url: str, host: str) -> bool:
+    parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(host) and parts.netloc.lower() == host.lower()
+
+
+def origin_of(request: Request) -> bool | None:
+    """True when the request says it comes from this very origin, False when it names
+    another (cross-site, or same-site such as another port of this host), None when it
+    says nothing (no Sec-Fetch-Site, Origin or Referer: a script, not a browser)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:  # set by the browser itself, so it outranks the others
+        return site == "same-origin"
+    host = request.headers.get("host", "")
+    for header in ("origin", "referer"):
+        value = request.headers.get(header)
+        if value is not None:
+            return _names_this_host(value, host)  # "null" (an opaque origin) names none
+    return None
+
+
+def same_origin(request: Request) -> bool:
+    """Not from another origin (a form also carries a CSRF token, so silence passes)."""
+    return origin_of(request) is not False
 
 
 def safe_next(value: str | None) -> str:

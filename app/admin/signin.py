@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from app.admin import flash
 from app.admin.page import (
     checked_form,
     posted_form,
@@ -15,6 +17,7 @@ from app.admin.page import (
     signed_in_page,
 )
 from app.admin.session import (
+    HOME,
     SESSION_COOKIE,
     SESSION_TTL_SECONDS,
     new_session,
@@ -30,7 +33,7 @@ SIGNIN_TOKEN_TTL_SECONDS = 3600
 SIGNIN_FAILURE_DELAY = 0.3  # slows guessing the admin token through the form
 
 
-def _signin_form(request: Request, error: str | None, status: int) -> Response:
+def _signin_form(request: Request, settings: Settings) -> Response:
     token = secrets.token_urlsafe(32)
     response = render(
         request,
@@ -38,10 +41,9 @@ def _signin_form(request: Request, error: str | None, status: int) -> Response:
         {
             "title": "Sign in",
             "csrf": token,
-            "error": error,
+            "error": flash.take(request, settings).get("error"),
             "next": safe_next(request.query_params.get("next")),
         },
-        status,
     )
     response.set_cookie(
         SIGNIN_COOKIE,
@@ -52,26 +54,28 @@ def _signin_form(request: Request, error: str | None, status: int) -> Response:
         secure=request.url.scheme == "https",
         path="/signin",
     )
-    return response
+    return flash.drop(request, response)
 
 
 async def signin_page(request: Request) -> Response:
-    """GET shows the form; POST checks the admin token and starts a session."""
+    """GET shows the form; POST checks the admin token and starts a session (303 to the
+    page asked for, or back to the form saying the token was wrong)."""
     settings: Settings = request.app.state.settings
     if request.method == "GET":
         if signed_in_page(request) is not None:
             return RedirectResponse(safe_next(request.query_params.get("next")), 303)
-        return _signin_form(request, None, 200)
+        return _signin_form(request, settings)
     expired = "The sign-in form has expired. Reload the page and try again."
     form = await checked_form(request, request.cookies.get(SIGNIN_COOKIE) or "", expired, 10)
     if isinstance(form, Response):
         return form
-    token = form.get("token")
+    token, nxt = form.get("token"), form.get("next")
+    target = safe_next(nxt if isinstance(nxt, str) else None)
     if not token_matches(token if isinstance(token, str) else None, (settings.admin_token,)):
         await asyncio.sleep(SIGNIN_FAILURE_DELAY)
-        return _signin_form(request, "That is not the admin token.", 401)
-    nxt = form.get("next")
-    response = RedirectResponse(safe_next(nxt if isinstance(nxt, str) else None), 303)
+        again = "/signin?" + urlencode({"next": target})
+        return flash.redirect(request, settings, again, {"error": "That is not the admin token."})
+    response = RedirectResponse(target, 303)
     response.set_cookie(
         SESSION_COOKIE,
         new_session(settings),
@@ -85,8 +89,10 @@ async def signin_page(request: Request) -> Response:
     return response
 
 
-async def post_signout(request: Request) -> Response:
-    """End the session (POST with CSRF)."""
+async def signout(request: Request) -> Response:
+    """End the session (POST with CSRF), then the sign-in form; GET only goes home."""
+    if request.method == "GET":
+        return RedirectResponse(HOME, status_code=303)
     posted = await posted_form(request)
     if isinstance(posted, Response):
         return posted

@@ -1,51 +1,44 @@
-"""What the page says about an integration's traffic: `app.activity` decides, this words it."""
+"""What the page says about an integration's state: `app.state` decides, this words it."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
-from app.activity import Activity, Traffic, read_activity, traffic
+from app.activity import Activity, Traffic, traffic
 from app.integration import Integration
 from app.redis_keys import RedisKeys
+from app.settings import Settings
+from app.state import WORDS, IntegrationState, State, read_states
 
 DEFAULT_STALE_AFTER_S = 24 * 3600
-_KEY_HINT = "check the injixo API key in the app"
+_LEVELS = {
+    State.RECEIVING: "ok",
+    State.WAITING_FOR_FIRST_EVENT: "waiting",
+    State.DELETED: "deleted",
+}
 
 
 @dataclass(frozen=True)
 class Health:
-    """What the page says about an integration's traffic."""
+    """The badge: level (ok | waiting | warning | deleted, also its CSS class) and words."""
 
-    level: str  # ok | waiting | warning | deleted (also the badge's CSS class)
+    level: str
     text: str
 
 
+def badge(state: IntegrationState) -> Health:
+    """The badge for an integration's state."""
+    return Health(_LEVELS.get(state.state, "warning"), state.reason)
+
+
 def health_of(cause: Traffic, stale_after: int) -> Health:
-    """The badge for a traffic classification."""
+    """The badge for a traffic classification alone (no backlog, no app lifecycle)."""
     hours = max(1, round(stale_after / 3600))
-    match cause:
-        case Traffic.DELETED:
-            return Health("deleted", "Deleted")
-        case Traffic.WAITING:
-            return Health("waiting", "Waiting for the first event")
-        case Traffic.RECEIVING:
-            return Health("ok", "Receiving events")
-        case Traffic.ONLY_REJECTED:
-            return Health("warning", f"Only rejected requests so far: {_KEY_HINT}")
-        case Traffic.SILENT_SINCE_SETUP:
-            return Health("warning", f"No events received in the {hours} h since setup")
-        case Traffic.REJECTED_LATELY:
-            return Health("warning", f"Only rejected requests lately: {_KEY_HINT}")
-        case Traffic.SILENT:
-            return Health("warning", f"No events for more than {hours} h")
-        case Traffic.SILENT_WITH_REJECTIONS:
-            return Health(
-                "warning", f"No events for more than {hours} h (and rejected requests since)"
-            )
+    level = {Traffic.RECEIVING: "ok", Traffic.WAITING: "waiting", Traffic.DELETED: "deleted"}
+    return Health(level.get(cause, "warning"), WORDS[cause][0].format(hours=hours))
 
 
 def health(
@@ -61,36 +54,24 @@ def health(
     return health_of(traffic(record, activity, now, stale_after), stale_after)
 
 
-async def shard_backlog(redis: Redis, keys: RedisKeys, shards: set[int]) -> dict[int, int]:
-    """Shard -> pending (not yet counted) events in its stream."""
-    ordered = sorted(shards)
-    if not ordered:
-        return {}
-    async with redis.pipeline(transaction=False) as pipe:
-        for shard in ordered:
-            pipe.xlen(keys.stream(shard))
-        lengths = await pipe.execute()
-    return {shard: int(n) for shard, n in zip(ordered, lengths, strict=True)}
-
-
 async def status_rows(
-    redis: Redis, keys: RedisKeys, records: list[Integration], stale_after: int
+    redis: Redis, keys: RedisKeys, records: list[Integration], settings: Settings
 ) -> list[dict[str, Any]]:
-    """One status row per integration: activity, its shard's backlog and the badge."""
-    activity = await read_activity(redis, keys)
-    backlog = await shard_backlog(redis, keys, {r.shard for r in records})
-    now = time.time()
+    """One status row per integration: its state, badge, fix and pending events."""
+    states = await read_states(redis, keys, settings, records)
     out = []
     for record in records:
-        act = activity.get(record.id) or Activity(None, 0, None)
-        cause = traffic(record, act, now, stale_after)
+        state = states[record.id]
         out.append(
             {
                 "record": record,
-                "last_event": act.last_event_at,
-                "auth_failures": act.auth_failures,
-                "pending_shard": backlog.get(record.shard, 0),
-                "health": health_of(cause, stale_after),
+                "state": state,
+                "last_event": state.last_event_at,
+                "auth_failures": state.auth_failures,
+                "pending": state.pending,
+                "pending_shard": state.pending,  # kept for templates not yet renamed
+                "health": badge(state),
+                "fix": state.fix,
             }
         )
     return out
