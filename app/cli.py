@@ -21,12 +21,16 @@ from redis.exceptions import RedisError
 
 from app.changes import Changes, parse_revision, read_changes
 from app.counts import Snapshot, read_counts, to_csv
+from app.deliveries import read_deliveries
 from app.errors import AppError, BadRequest
+from app.explain import explain
 from app.freshchat import verify_api_key
 from app.integration import IntegrationChanges, NewIntegration
 from app.integrations import Integrations
 from app.intervals import INTERVALS, parse_query
+from app.schemas import IntegrationOut
 from app.settings import Settings, load_settings
+from app.state import read_states
 
 PROG = "injixo-freshchat"
 
@@ -104,9 +108,19 @@ def cmd_integrations_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_integrations_list(args: argparse.Namespace, settings: Settings) -> int:
-    """List integrations."""
-    listed = [i.public() for i in _with_integrations(settings, lambda i: i.all())]
-    lines = [f"{i.id}  {i.status:<8} {i.name}  ({i.freshchat_domain})" for i in listed]
+    """List integrations with their state (§8), as the API does."""
+
+    async def read(i: Integrations) -> list[IntegrationOut]:
+        records = await i.all()
+        states = await read_states(i.redis, i.redis_keys, settings, records)
+        return [r.public().model_copy(update=states[r.id].api_fields()) for r in records]
+
+    listed: list[IntegrationOut] = _with_integrations(settings, read)
+    lines = [
+        f"{i.id}  {i.state or i.status:<23} {i.name}  ({i.freshchat_domain})"
+        + (f"\n    {i.state_reason}" if i.state not in ("receiving", "deleted") else "")
+        for i in listed
+    ]
     data = {"integrations": [i.model_dump() for i in listed]}
     _print(args, data, "\n".join(lines) or "no integrations yet")
     return 0
@@ -213,6 +227,62 @@ def cmd_changes(args: argparse.Namespace, settings: Settings) -> int:
     lines = [f"{at}  {queue}" for at, queue in found.changes]
     human = "\n".join(lines) or "no changes"
     _print(args, {**data, "changes": listed}, f"{human}\n(revision {found.revision})")
+    return 0
+
+
+def _delivery_lines(deliveries: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for d in deliveries:
+        head = (
+            f"{d['received_at']}  {d['status']}  {d['accepted']} accepted, {d['ignored']} ignored"
+        )
+        lines.append(head + (f"  ({d['reason']})" if d["reason"] else ""))
+        for e in d["events"]:
+            group = e["group_name"] or e["group_id"] or "no group"
+            lines.append(f"    {e['event']:<21} {e['conversation_id']}  {e['kind']:<7} {group}")
+    return lines
+
+
+def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the integration's recent ingestion requests, newest first."""
+
+    async def read(i: Integrations) -> list[dict[str, Any]]:
+        integration = await i.get(args.id)
+        return await read_deliveries(
+            i.redis,
+            i.redis_keys,
+            settings,
+            integration.shard,
+            integration.id,
+            conversation=args.conversation_id,
+            limit=args.limit,
+            before=args.before,
+        )
+
+    found: list[dict[str, Any]] = _with_integrations(settings, read)
+    data = {"deliveries": found}
+    _print(args, data, "\n".join(_delivery_lines(found)) or "no deliveries kept")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    """Explain one chat: counted or not, where, when and why."""
+
+    async def read(i: Integrations) -> dict[str, Any]:
+        integration = await i.get(args.id)
+        return await explain(i.redis, i.redis_keys, settings, integration, args.conversation_id)
+
+    found: dict[str, Any] = _with_integrations(settings, read)
+    if found["counted"]:
+        head = (
+            f"{found['conversation_id']}: counted once, {found['kind']}, in {found['queue']}, "
+            f"interval starting {found['interval_start']} (at {found['time']})"
+        )
+    else:
+        head = f"{found['conversation_id']}: not counted"
+    why = f"why: {found['why']['text']} ({found['why']['code']})"
+    human = "\n".join([head, why, *_delivery_lines(found["deliveries"])])
+    _print(args, found, human)
     return 0
 
 
@@ -378,6 +448,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--since", required=True, help="a revision from an earlier contacts or changes answer"
     )
     json_flag(changes)
+
+    deliveries = command(
+        sub,
+        "deliveries",
+        "what the app sent lately (newest first), as the deliveries log keeps it",
+        cmd_deliveries,
+        read_only=True,
+    )
+    deliveries.add_argument("id", help="integration id")
+    deliveries.add_argument("--conversation-id", help="only requests that name this chat")
+    deliveries.add_argument(
+        "--limit", type=int, default=50, choices=range(1, 1001), metavar="1-1000", help="default 50"
+    )
+    deliveries.add_argument("--before", help="a delivery id: only older ones (paging)")
+    json_flag(deliveries)
+
+    why = command(
+        sub,
+        "explain",
+        "why a chat is counted where it is (or why it is not counted yet)",
+        cmd_explain,
+        read_only=True,
+    )
+    why.add_argument("id", help="integration id")
+    why.add_argument("conversation_id", help="the Freshchat conversation id")
+    json_flag(why)
 
     worker = command(sub, "worker", "run an RQ worker that drains pending events", cmd_worker)
     worker.add_argument(

@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+from starlette.testclient import TestClient
 
 from app.cli import build_parser, main, version
 from app.errors import ConfigError
@@ -22,7 +23,17 @@ from app.integration import Integration
 from app.integrations import decrypt_secret
 from app.redis_keys import RedisKeys
 from app.settings import Settings, load_settings
-from tests.support import G1, ROOT, apply_all, at, conv_event, env_for, shard_of, store
+from tests.support import (
+    G1,
+    ROOT,
+    apply_all,
+    at,
+    conv_event,
+    env_for,
+    post_events,
+    shard_of,
+    store,
+)
 
 
 @pytest.fixture
@@ -295,7 +306,9 @@ def commands(
 def test_only_commands_that_read_go_without_the_key_and_every_one_takes_json() -> None:
     found = dict(commands(build_parser()))
     read_only = {name for name, p in found.items() if p.get_default("read_only")}
-    assert read_only == {"integrations list", "keys list", "contacts", "changes"}
+    assert read_only == {
+        "integrations list", "keys list", "contacts", "changes", "deliveries", "explain"
+    }  # fmt: skip
     assert [name for name, p in found.items() if "--json" not in p._option_string_actions] == []
     assert {"integrations update", "integrations delete", "dev"} <= set(found)
 
@@ -308,3 +321,30 @@ def test_help_says_what_each_option_does(capsys: pytest.CaptureFixture[str]) -> 
     text = " ".join(capsys.readouterr().out.split())  # as one line, whatever the wrapping
     assert "a new domain or key is checked against Freshchat unless --skip-verify" in text
     assert "'-' reads it from standard input" in text
+
+
+def test_deliveries_explain_and_state_from_the_cli(
+    env: Settings, capsys: pytest.CaptureFixture[str], r: redis.Redis, client: TestClient
+) -> None:
+    iid = add_acme(capsys)
+    _, out, _ = run(capsys, "keys", "create", iid, "--json")
+    key = orjson.loads(out)["api_key"]
+    chat = "5f0c7a3e-2b1d-4c8e-9a6f-0d1e2f3a4b5c"
+    t = at("2026-11-23T08:07")
+    assert post_events(client, key, conv_event(chat, "resolved", t, G1)).status_code == 202
+    assert post_events(client, key, conv_event("other", "assigned", t, G1)).status_code == 202
+    apply_all(r, env, shard_of(r, env, iid))
+    code, out, _ = run(capsys, "deliveries", iid, "--conversation-id", chat, "--json")
+    [delivery] = orjson.loads(out)["deliveries"]
+    assert code == 0 and delivery["status"] == 202
+    assert delivery["events"][0]["conversation_id"] == chat
+    code, out, _ = run(capsys, "deliveries", iid)
+    assert code == 0 and chat in out and "other" in out
+    code, out, _ = run(capsys, "explain", iid, chat)
+    assert code == 0 and f"in {G1[1]}" in out and "(group_name_in_event)" in out
+    code, out, _ = run(capsys, "explain", iid, chat, "--json")
+    assert orjson.loads(out)["interval_start"] == "2026-11-23T08:00:00Z"
+    code, _, err = run(capsys, "explain", iid, "never-seen")
+    assert code == 1 and "chat not found" in err
+    code, out, _ = run(capsys, "integrations", "list", "--json")
+    assert orjson.loads(out)["integrations"][0]["state"] == "receiving"
