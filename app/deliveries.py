@@ -165,7 +165,12 @@ async def read_deliveries(
     oldest_ms = int(time.time() * 1000) - settings.deliveries_days * 86_400_000
     wanted = orjson.dumps(chat_key(conversation)) if conversation else None
     found: list[dict[str, Any]] = []
-    end = f"({before}" if before else "+"
+    end = "+"
+    if before:
+        ms, _, seq = before.partition("-")
+        if int(ms) == 0 and int(seq or 0) == 0:
+            return []  # nothing is older than the first possible id (Redis refuses "(0-0")
+        end = f"({int(ms)}-{int(seq or 0)}"
     while len(found) < limit:
         page: list[Any] = list(
             await redis.xrevrange(stream, max=end, min=f"{oldest_ms}-0", count=PAGE) or []

@@ -64,6 +64,8 @@ def test_every_request_is_logged_newest_first_with_what_counting_saw(
     assert [d["id"] for d in _deliveries(client, iid, conversation_id=chat)] == [first["id"]]
     assert _deliveries(client, iid, limit="1") == [rejected]
     assert _deliveries(client, iid, before=second["id"]) == [first]
+    assert _deliveries(client, iid, before="0-0") == []  # Redis refuses "(0-0": no 503
+    assert _deliveries(client, iid, before="00-00") == []
     # Nothing but what counting uses is kept: no key, no iparams.
     stream = RedisKeys(settings.key_prefix).deliveries(shard_of(r, settings, iid), iid)
     assert r.xlen(stream) == 3
