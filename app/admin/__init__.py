@@ -10,7 +10,8 @@ action; what the action has to say travels in `flash`.
 Modules: `session` (signed cookie, CSRF, origin), `page` (templates, headers, guards),
 `flash` (the message across a redirect), `signin`, `pages` (list and add flow), `detail`
 (one integration and its keys), `manage` (edit, delete), `contacts` (a day's counts, CSV),
-`status` (its badge), `chart` (pure SVG geometry).
+`deliveries` (what the app sent, and one chat explained), `status` (its badge), `states`
+(the state in words), `chart` (pure SVG geometry).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.admin.contacts import get_contacts_csv
+from app.admin.deliveries import get_chat, get_deliveries
 from app.admin.detail import get_integration, new_key, revoke_key
 from app.admin.manage import delete_integration, edit_integration
 from app.admin.page import APP_DIR
@@ -50,6 +52,9 @@ PAGE_ROUTES: list[BaseRoute] = [
     Route("/account/integrations/{iid}/edit", edit_integration, methods=["GET", "POST"]),
     Route("/account/integrations/{iid}/delete", delete_integration, methods=["GET", "POST"]),
     Route("/account/integrations/{iid}/contacts.csv", get_contacts_csv, methods=["GET"]),
+    Route("/account/integrations/{iid}/deliveries", get_deliveries, methods=["GET"]),
+    Route("/account/integrations/{iid}/chats", get_chat, methods=["GET"]),
+    Route("/account/integrations/{iid}/chats/{conversation_id:path}", get_chat, methods=["GET"]),
     # An action's URL answers GET too (with its page): a reload never meets a bare 405.
     Route("/account/integrations/{iid}/keys", new_key, methods=["GET", "POST"]),
     Route("/account/integrations/{iid}/keys/{key_id}/revoke", revoke_key, methods=["GET", "POST"]),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from app.admin.contacts import carried, read_view
+from app.admin.deliveries import chosen_zone, recent_deliveries
 from app.admin.page import (
     NO_INTEGRATION,
     Page,
@@ -17,6 +18,7 @@ from app.admin.page import (
     signin_redirect,
 )
 from app.admin.session import HOME
+from app.admin.states import state_view
 from app.admin.status import status_rows
 from app.errors import Conflict, NotFound
 from app.intervals import INTERVALS
@@ -39,6 +41,9 @@ async def _detail(page: Page, iid: str) -> Response:
         return page.not_found(NO_INTEGRATION)
     view = await read_view(page, record)
     (status_row,) = await status_rows(page.redis, page.redis_keys, [record], page.settings)
+    recent = await recent_deliveries(page, record)
+    zone = chosen_zone(page.request)
+    carry = carried(page.request.query_params)
     revoked_id = page.flash.get("revoked")
     revoked = next((k for k in keys if k["key_id"] == revoked_id), None)
     return page.render(
@@ -47,12 +52,16 @@ async def _detail(page: Page, iid: str) -> Response:
             "title": record.name,
             "record": record,
             "status": status_row,
+            "state": state_view(status_row),
+            "recent": recent,
+            "deliveries_zone": zone.key if zone is not None else "UTC",
             "keys": keys,
             "new_key": page.flash.get("new_key"),
             "saved": bool(page.flash.get("saved")),
             "revoked": revoked,
             "counts": view,
-            "carry": carried(page.request.query_params),  # what was chosen, no defaults
+            "carry": carry,  # what was chosen, no defaults
+            "carry_fields": parse_qsl(carry),
             "intervals": INTERVALS,
         },
     )

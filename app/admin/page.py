@@ -45,6 +45,13 @@ def _when(value: int | None) -> str:
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _iso(value: int | None) -> str:
+    """A Unix time as ISO 8601 UTC, for a `<time datetime>` attribute."""
+    if value is None:
+        return ""
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 TEMPLATES = Jinja2Templates(
     env=jinja2.Environment(
         loader=jinja2.FileSystemLoader(APP_DIR / "templates"),
@@ -53,6 +60,7 @@ TEMPLATES = Jinja2Templates(
     )
 )
 TEMPLATES.env.filters["when"] = _when
+TEMPLATES.env.filters["iso"] = _iso
 
 
 def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:

@@ -18,6 +18,7 @@ from app.admin.page import (
     signin_redirect,
 )
 from app.admin.session import HOME
+from app.admin.states import state_view
 from app.admin.status import status_rows
 from app.domains import normalise_domain
 from app.errors import AppError, BadRequest, Conflict, FreshchatUnreachable, UpstreamError
@@ -54,6 +55,8 @@ async def get_integrations(request: Request) -> Response:
         return signin_redirect(request)
     records = [r for r in await page.integrations.all() if r.active]
     rows = await status_rows(page.redis, page.redis_keys, records, page.settings)
+    for row in rows:
+        row["view"] = state_view(row)
     return page.render("integrations.html", {"title": "Integrations", "rows": rows})
 
 

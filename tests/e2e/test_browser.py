@@ -4,9 +4,10 @@ One walk through the article: sign in → empty list with the Freshworks tile �
 model → Freshchat → Add integration → each inline error → Save integration → generate
 and copy the injixo API key (a reload adds none) → events posted with it are counted and
 shown for their day (table with 08:00-08:15 intervals, chart, CSV download) → the key is
-revoked in the page and stops working → edit → delete. And one walk as an operator:
-the RQ dashboard through the page's link, a failed event requeued there, and a page of
-another origin refused when it tries to empty the failed jobs.
+revoked in the page and stops working → a new key, the app's install and a chat sent with
+it, found in the deliveries log and explained → edit → delete. And one walk as an
+operator: the RQ dashboard through the page's link, a failed event requeued there, and a
+page of another origin refused when it tries to empty the failed jobs.
 
 Every step leaves a screenshot in `$BROWSER_SHOTS/<test>/` (or the test's tmp_path).
 """
@@ -294,6 +295,7 @@ def test_article_flow_in_chromium(web: Web, browser: Browser, standin: str, shot
     try:
         api_key = _article(page, web, standin, shots)
         _counts(page, web, api_key, shots)
+        _deliveries(page, web, shots)
         _edit_and_delete(page, web, shots)
     finally:
         context.close()
@@ -502,6 +504,65 @@ def _counts(page: Page, web: Web, api_key: str, shots: Shots) -> None:
             break
         time.sleep(0.2)
     expect(page.locator("#auth-failures")).to_have_text("1")
+
+
+def _deliveries(page: Page, web: Web, shots: Shots) -> None:
+    """A new key; the app's install and a solved chat sent with it; the deliveries log, a
+    search for the chat, and its explanation (in the zone the page shows)."""
+    page.get_by_role("button", name="Generate injixo API key").click()
+    api_key = page.locator("#new-key").input_value()
+    expect_view(page, DAY, "60", "Asia/Kolkata")
+    expect(page.locator("#app-installed")).to_have_count(0)
+    chat = str(uuid.uuid4())
+    with httpx.Client(base_url=web.base, timeout=15) as api:
+        installed = post_events(api, api_key, {"event": "onAppInstall", "data": {}})
+        assert installed.json() == {"accepted": 0, "ignored": 1}
+        solved = conv_event(chat, "resolved", at(f"{DAY}T09:05:00"), ("g1", "Customer Support"))
+        assert post_events(api, api_key, solved).json() == {"accepted": 1, "ignored": 0}
+    run_worker_burst(web)
+    page.reload()
+    # The customer sees the connection work right where the app is installed.
+    expect(page.locator("#install #app-installed")).to_contain_text("injixo app installed at")
+    expect(page.locator("#health")).to_have_text("Receiving events")
+    expect(page.locator("#pending")).to_have_text("0")
+    page.locator("#install").scroll_into_view_if_needed()
+    shots(page, "app-installed")
+
+    # The deliveries log: newest first, the refused request of the revoked key included.
+    page.get_by_role("link", name="Open the deliveries log").click()
+    expect(page.get_by_role("heading", name="Deliveries", exact=True)).to_be_visible()
+    log = page.locator("#deliveries")
+    expect(log.locator("tbody.delivery").first).to_contain_text(chat)
+    expect(log).to_contain_text("Refused: wrong or revoked injixo API key")
+    expect(log).to_contain_text("0 accepted, 1 ignored")  # the app's install
+    assert "shard" not in page.content().lower()
+    shots(page, "deliveries-log")
+
+    # Search one conversation id (a GET form: the URL can be shared and reloaded).
+    page.get_by_label("Conversation id").fill(chat)
+    page.get_by_role("button", name="Search").click()
+    assert "conversation_id=" in page.url
+    expect(log.locator("tbody.delivery")).to_have_count(1)
+    expect(page.get_by_label("Conversation id")).to_have_value(chat)
+    expect(log).to_contain_text("Customer Support")
+    expect(log).to_contain_text("Solved")
+    shots(page, "deliveries-search")
+
+    # Click through to the chat's explanation: counted where, when and why.
+    log.get_by_role("link", name=chat).click()
+    expect(page.locator("h1")).to_contain_text(chat)
+    expect(page.locator("#chat-counted")).to_have_text("Yes, as one contact")
+    expect(page.locator("#chat-queue")).to_have_text("Customer Support")
+    expect(page.locator("#chat-why")).to_contain_text("the event named the chat's Freshchat group")
+    expect(page.locator("#chat-why-code")).to_have_text("group_name_in_event")
+    expect(page.locator("#chat-interval")).to_have_text(f"{DAY} 14:30{DASH}14:45 Asia/Kolkata")
+    expect(page.locator("#chat-deliveries tbody.delivery")).to_have_count(1)
+    shots(page, "chat-explained")
+
+    # Back to the integration, with its day and zone still chosen.
+    crumbs = page.get_by_role("navigation", name="Breadcrumb")
+    crumbs.get_by_role("link", name="Acme Support").click()
+    expect_view(page, DAY, "60", "Asia/Kolkata")
 
 
 def _edit_and_delete(page: Page, web: Web, shots: Shots) -> None:
