@@ -1,29 +1,41 @@
 """Freshworks product-event payloads -> compact events the workers apply.
 
-Only the fields §3/§4 need are modelled; everything else (including `iparams`) is
-ignored by the models and so never reaches Redis.
+Only the fields §3/§4 need are modelled; everything else (including `iparams`) is ignored
+and so never reaches Redis. A body is validated straight from its bytes into the event
+models (their payload parts are plain dicts: few objects per event); a body that fails
+there is read again with orjson and twins of the models (`_explainers`), which name the
+bad field exactly as the endpoint always has, so every body gets the answer it got when
+orjson read them all, bar one: a number beyond a double's range (1e400) in a field the
+product ignores is ignored now (it is JSON; orjson refused the whole body).
 """
 
 from __future__ import annotations
 
-import base64
-import uuid
-from dataclasses import dataclass
+import binascii
+import gc
+import re
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, NamedTuple, NotRequired, cast
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    Strict,
     Tag,
     TypeAdapter,
     ValidationError,
+    with_config,
 )
+from pydantic_core import core_schema
+from typing_extensions import TypedDict  # the one pydantic takes on Python 3.11
 
 from app.errors import BadRequest
 
@@ -50,52 +62,38 @@ def _id_text(value: Any) -> Any:
     return value
 
 
+def _int_id(value: int) -> str:
+    """A numeric id as text; only a 64-bit one, as orjson reads longer ones as floats."""
+    if not -(2**63) <= value < 2**64:
+        raise ValueError("id out of range")
+    return str(value)
+
+
 IdText = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=256)]
 OptionalId = Annotated[Annotated[str, Field(max_length=256)] | None, BeforeValidator(_id_text)]
+Status = Annotated[str, Field(max_length=64)] | None
+GroupName = Annotated[str, Field(max_length=255)] | None
+_IN_TURN = Field(union_mode="left_to_right")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+def _text_or_integer(min_length: int) -> GetPydanticSchema:
+    """`_id_text` and the length limits with no Python call for a text id (the hot path)."""
+
+    def schema(source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        integer = core_schema.int_schema(strict=True)
+        return core_schema.union_schema(
+            [
+                core_schema.str_schema(min_length=min_length, max_length=256),
+                core_schema.no_info_after_validator_function(_int_id, integer),
+            ],
+            mode="left_to_right",
+        )
+
+    return GetPydanticSchema(schema)
 
 
-class Conversation(_Model):
-    """The fields of `data.conversation` that counting uses."""
-
-    conversation_id: IdText
-    status: str | None = Field(default=None, max_length=64)
-    assigned_group_id: OptionalId = None
-    resolved_time: datetime | None = None
-    deleted: bool | None = None
-    is_deleted: bool | None = None
-    spam: bool | None = None
-    is_spam: bool | None = None
-
-
-class Group(_Model):
-    """`data.associations.group`."""
-
-    id: OptionalId = None
-    name: str | None = Field(default=None, max_length=255)
-
-
-class Associations(_Model):
-    """`data.associations`."""
-
-    group: Group | None = None
-
-
-class Changes(_Model):
-    """`data.changes`."""
-
-    model_changes: dict[str, Any] | None = None
-
-
-class ConversationData(_Model):
-    """`data` of a conversation event."""
-
-    conversation: Conversation
-    associations: Associations | None = None
-    changes: Changes | None = None
+FastIdText = Annotated[str, _text_or_integer(1)]
+FastOptionalId = Annotated[str, _text_or_integer(0)] | None
 
 
 def _timestamp_ms(value: Any) -> int:
@@ -135,22 +133,91 @@ def _in_range(ms: float) -> int:
 
 
 TimestampMs = Annotated[int, BeforeValidator(_timestamp_ms)]
+# The same, with no Python call for an integer that is milliseconds already (the usual).
+FastTimestampMs = Annotated[
+    Annotated[int, Strict(), Field(ge=MS_THRESHOLD, lt=2**43)] | TimestampMs, _IN_TURN
+]
+ConversationName = Literal["onConversationCreate", "onConversationUpdate", "onConversationDelete"]
+
+
+def _not_counted(name: str) -> str:
+    if name in CONVERSATION_EVENTS:  # (only the fast path's union ever gets here with one)
+        raise ValueError("a conversation event is not an other event")
+    return name
+
+
+OtherName = Annotated[str, AfterValidator(_not_counted)]
+_IGNORE_EXTRA = ConfigDict(extra="ignore")
+
+
+@with_config(_IGNORE_EXTRA)
+class Conversation(TypedDict):
+    """The fields of `data.conversation` that counting uses."""
+
+    conversation_id: FastIdText
+    status: NotRequired[Status]
+    assigned_group_id: NotRequired[FastOptionalId]
+    resolved_time: NotRequired[datetime | None]
+    deleted: NotRequired[bool | None]
+    is_deleted: NotRequired[bool | None]
+    spam: NotRequired[bool | None]
+    is_spam: NotRequired[bool | None]
+
+
+@with_config(_IGNORE_EXTRA)
+class Group(TypedDict, total=False):
+    """`data.associations.group`."""
+
+    id: FastOptionalId
+    name: GroupName
+
+
+@with_config(_IGNORE_EXTRA)
+class Associations(TypedDict, total=False):
+    """`data.associations`."""
+
+    group: Group | None
+
+
+@with_config(_IGNORE_EXTRA)
+class Changes(TypedDict, total=False):
+    """`data.changes`."""
+
+    model_changes: dict[str, Any] | None
+
+
+@with_config(_IGNORE_EXTRA)
+class ConversationData(TypedDict):
+    """`data` of a conversation event."""
+
+    conversation: Conversation
+    associations: NotRequired[Associations | None]
+    changes: NotRequired[Changes | None]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class ConversationEvent(_Model):
     """A conversation event the product counts."""
 
-    event: str
-    timestamp: TimestampMs
+    event: ConversationName
+    timestamp: FastTimestampMs
     data: ConversationData
 
 
 class OtherEvent(_Model):
     """Any other product event: acknowledged and ignored."""
 
-    event: str
+    event: OtherName
 
 
+# The two event models tried in turn: no Python call per event to choose between them.
+_EITHER = Annotated[ConversationEvent | OtherEvent, _IN_TURN]
+_ONE = TypeAdapter(_EITHER)
+_MANY = TypeAdapter(list[_EITHER])
+_START = re.compile(rb"[ \t\n\r]*([\[{])")  # JSON whitespace, then an array or an object
 _TAGS = ("conversation-event", "other-event")
 
 
@@ -160,18 +227,56 @@ def _kind_of(value: Any) -> str:
     return _TAGS[0] if known else _TAGS[1]
 
 
-AnyEvent = Annotated[
-    Annotated[ConversationEvent, Tag(_TAGS[0])] | Annotated[OtherEvent, Tag(_TAGS[1])],
-    Discriminator(_kind_of),
-]
-_single = TypeAdapter(AnyEvent)
-_batch = TypeAdapter(list[AnyEvent])
+def _explainers() -> tuple[TypeAdapter[Any], TypeAdapter[Any]]:
+    """The payload as models of the same names: they name a bad field as always."""
+    # A union tagged by a Python callable, models named as the errors name them
+    # ("Input should be a valid dictionary or instance of Conversation").
+
+    class Conversation(_Model):
+        conversation_id: IdText
+        status: Status = None
+        assigned_group_id: OptionalId = None
+        resolved_time: datetime | None = None
+        deleted: bool | None = None
+        is_deleted: bool | None = None
+        spam: bool | None = None
+        is_spam: bool | None = None
+
+    class Group(_Model):
+        id: OptionalId = None
+        name: GroupName = None
+
+    class Associations(_Model):
+        group: Group | None = None
+
+    class Changes(_Model):
+        model_changes: dict[str, Any] | None = None
+
+    class ConversationData(_Model):
+        conversation: Conversation
+        associations: Associations | None = None
+        changes: Changes | None = None
+
+    class ConversationEvent(_Model):
+        event: ConversationName
+        timestamp: TimestampMs
+        data: ConversationData
+
+    class OtherEvent(_Model):
+        event: OtherName
+
+    tagged = Annotated[
+        Annotated[ConversationEvent, Tag(_TAGS[0])] | Annotated[OtherEvent, Tag(_TAGS[1])],
+        Discriminator(_kind_of),
+    ]
+    return TypeAdapter(tagged), TypeAdapter(list[tagged])
 
 
-@dataclass(frozen=True, slots=True)
-class Compact:
-    """What one counted event becomes: small, with no payload left in it (a plain
-    dataclass: it is built from already-validated fields on the hot path)."""
+_EXPLAIN_ONE, _EXPLAIN_MANY = _explainers()
+
+
+class Compact(NamedTuple):
+    """What one counted event becomes: small, with no payload left in it."""
 
     chat: str
     kind: Kind
@@ -193,17 +298,16 @@ class Compact:
         )
 
 
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")  # base64 -> base64url
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def chat_key(conversation_id: str) -> str:
     """Short, stable key part for a chat: base64url of a UUID, else `~` + the raw id."""
-    try:
-        as_uuid = uuid.UUID(conversation_id)
-    except ValueError:
+    if _UUID.fullmatch(conversation_id) is None:  # non-canonical spellings stay distinct
         return "~" + conversation_id
-    if str(as_uuid) != conversation_id.lower():
-        return (
-            "~" + conversation_id
-        )  # non-canonical spellings stay distinct, as Freshchat sent them
-    return base64.urlsafe_b64encode(as_uuid.bytes).decode()[:22]
+    as_bytes = bytes.fromhex(conversation_id.replace("-", ""))
+    return binascii.b2a_base64(as_bytes, newline=False)[:22].translate(_URL_SAFE).decode()
 
 
 def _flag_true(value: Any) -> bool:
@@ -213,13 +317,15 @@ def _flag_true(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
-def _new_status(changes: Changes | None) -> str | None:
-    if changes is None or not changes.model_changes:
-        return None
-    status = changes.model_changes.get("status")
-    if isinstance(status, list) and status and isinstance(status[-1], str):
-        return status[-1]
-    return None
+def _deleted_by_change(model_changes: dict[str, Any]) -> bool:
+    """A status change to deleted or spam, or a deleted/spam flag changed to true."""
+    change = model_changes.get("status")
+    new = change[-1] if isinstance(change, list) and change else None
+    if isinstance(new, str) and new.strip().lower() in TERMINAL_DELETED_STATUSES:
+        return True
+    if len(model_changes) == (change is not None):
+        return False  # nothing but the status changed (the usual)
+    return any(_flag_true(model_changes.get(flag)) for flag in DELETED_FLAGS)
 
 
 def _epoch_ms(moment: datetime) -> int:
@@ -232,35 +338,103 @@ def _epoch_ms(moment: datetime) -> int:
 
 def compact(event: ConversationEvent) -> Compact:
     """Reduce a conversation event to what §4 needs."""
-    conv = event.data.conversation
-    statuses = {s.strip().lower() for s in (conv.status, _new_status(event.data.changes)) if s}
-    flags = [getattr(conv, f) for f in DELETED_FLAGS]
-    changes = (event.data.changes.model_changes if event.data.changes else None) or {}
-    flags += [changes.get(f) for f in DELETED_FLAGS]
+    data = event.data
+    conv = data["conversation"]
+    status = conv.get("status")
+    status = status.strip().lower() if status else None
+    changes = data.get("changes")
+    model_changes = changes.get("model_changes") if changes else None
     if (
         event.event == "onConversationDelete"
-        or statuses & TERMINAL_DELETED_STATUSES
-        or any(_flag_true(f) for f in flags)
+        or status in TERMINAL_DELETED_STATUSES
+        or conv.get("deleted")  # each flag is True, False or None
+        or conv.get("is_deleted")
+        or conv.get("spam")
+        or conv.get("is_spam")
+        or (model_changes and _deleted_by_change(model_changes))
     ):
         kind, time_ms = Kind.DELETED, event.timestamp
-    elif conv.status is not None and conv.status.strip().lower() == "resolved":
-        kind = Kind.SOLVED
-        time_ms = _epoch_ms(conv.resolved_time) if conv.resolved_time else event.timestamp
+    elif status == "resolved":
+        kind, resolved = Kind.SOLVED, conv.get("resolved_time")
+        time_ms = _epoch_ms(resolved) if resolved is not None else event.timestamp
     else:
         kind, time_ms = Kind.OTHER, event.timestamp
-    group = event.data.associations.group if event.data.associations else None
-    group_id = conv.assigned_group_id or (group.id if group else None) or ""
-    # NUL never occurs in a Freshchat name, and a leading one marks a negative cache entry.
-    group_name = (group.name or "").replace("\x00", "") if group else ""
-    if group and group.id and conv.assigned_group_id and group.id != conv.assigned_group_id:
-        group_name = ""  # the association describes another group than the one assigned
-    return Compact(
-        chat=chat_key(conv.conversation_id),
-        kind=kind,
-        time_ms=time_ms,
-        group_id=group_id,
-        group_name=group_name,
-    )
+    assigned = conv.get("assigned_group_id")
+    associations = data.get("associations")
+    group = associations.get("group") if associations else None
+    if group is None:
+        group_id, group_name = assigned or "", ""
+    else:
+        gid = group.get("id")
+        group_id = assigned or gid or ""
+        if gid and assigned and gid != assigned:
+            group_name = ""  # the association describes another group than the one assigned
+        else:
+            # NUL never occurs in a Freshchat name; a leading one marks a negative cache entry.
+            group_name = (group.get("name") or "").replace("\x00", "")
+    return Compact(chat_key(conv["conversation_id"]), kind, time_ms, group_id, group_name)
+
+
+def _plain_numbers(body: bytes) -> bool:
+    """No NaN or Infinity anywhere: validating from bytes reads them, orjson refuses them."""
+    # Each word's capital letter is rare in payloads: its places are found with a fast
+    # byte search and checked one by one, up to a limit; then the word itself is searched.
+    limit = 16 + len(body) // 256
+    for word in (b"NaN", b"Infinity"):
+        at = body.find(word[:1])
+        for _ in range(limit):
+            if at < 0:
+                break
+            if body.startswith(word, at):
+                return False
+            at = body.find(word[:1], at + 1)
+        else:
+            if body.find(word, at) >= 0:
+                return False
+    return True
+
+
+class Events(list[ConversationEvent | OtherEvent]):
+    """A body's events, with what each counted one becomes (None for the others)."""
+
+    __slots__ = ("compacts",)
+    compacts: list[Compact | None]
+
+
+def _counted(events: list[ConversationEvent | OtherEvent]) -> Events:
+    out = Events(events)
+    # (The validators make exactly these two classes: `type` is quicker than isinstance.)
+    out.compacts = [compact(e) if type(e) is ConversationEvent else None for e in events]
+    return out
+
+
+def _fast(body: bytes, batch: bool, max_events: int) -> Events | None:
+    """The body validated straight from its bytes, or None: then the slow way decides."""
+    try:
+        events = _MANY.validate_json(body) if batch else [_ONE.validate_json(body)]
+    except ValidationError:
+        return None
+    if 0 < len(events) <= max_events and _plain_numbers(body):
+        return _counted(events)
+    return None
+
+
+def parse_body(body: bytes, max_events: int) -> Events:
+    """Parse one payload or an array of payloads; BadRequest names the bad field."""
+    # No garbage collection meanwhile: a 500-event body is thousands of new containers,
+    # all alive until it is reduced, and every collection would walk them again.
+    start = _START.match(body)
+    if start is not None:
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            events = _fast(body, start.group(1) == b"[", max_events)
+        finally:
+            if collecting:
+                gc.enable()
+        if events is not None:
+            return events
+    return _counted(_parse_slowly(body, max_events))
 
 
 def _error_detail(exc: ValidationError, batch: bool) -> list[dict[str, Any]]:
@@ -274,8 +448,8 @@ def _error_detail(exc: ValidationError, batch: bool) -> list[dict[str, Any]]:
     return detail
 
 
-def parse_body(body: bytes, max_events: int) -> list[ConversationEvent | OtherEvent]:
-    """Parse one payload or an array of payloads; BadRequest names the bad field."""
+def _parse_slowly(body: bytes, max_events: int) -> list[ConversationEvent | OtherEvent]:
+    """orjson and the explaining models: the answer the endpoint has always given."""
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -289,35 +463,38 @@ def parse_body(body: bytes, max_events: int) -> list[ConversationEvent | OtherEv
                 [{"loc": ["body"], "msg": f"{len(raw)} events"}],
             )
         try:
-            return _batch.validate_python(raw)
+            _EXPLAIN_MANY.validate_python(raw)
         except ValidationError as exc:
             raise BadRequest("invalid event payload", _error_detail(exc, batch=True)) from None
+        return _MANY.validate_python(raw)  # valid, as the explaining models just said
     if not isinstance(raw, dict):
         raise BadRequest(
             "body must be a JSON object or an array of objects",
             [{"loc": ["body"], "msg": f"got {type(raw).__name__}"}],
         )
     try:
-        return [_single.validate_python(raw)]
+        _EXPLAIN_ONE.validate_python(raw)
     except ValidationError as exc:
         raise BadRequest("invalid event payload", _error_detail(exc, batch=False)) from None
+    return [_ONE.validate_python(raw)]
 
 
 def to_compacts(
     events: list[ConversationEvent | OtherEvent], now_ms: int, tolerance_s: int
 ) -> tuple[list[Compact], int]:
     """Compact the conversation events; count the rest as ignored; 400 on a bad time."""
+    counted = events if isinstance(events, Events) else _counted(events)
     limit = now_ms + tolerance_s * 1000
     out: list[Compact] = []
-    for index, event in enumerate(events):
-        if not isinstance(event, ConversationEvent):
+    for index, (event, c) in enumerate(zip(counted, counted.compacts, strict=True)):
+        if c is None:
             continue
-        c = compact(event)
-        if event.timestamp > limit or not 0 < c.time_ms <= limit:
-            field = "timestamp" if event.timestamp > limit else "data.conversation.resolved_time"
+        sent = cast(ConversationEvent, event).timestamp
+        if sent > limit or not 0 < c.time_ms <= limit:
+            field = "timestamp" if sent > limit else "data.conversation.resolved_time"
             raise BadRequest(
                 f"event time is more than {tolerance_s // 3600} h in the future or out of range",
                 [{"loc": [index, *field.split(".")], "msg": "time out of range"}],
             )
         out.append(c)
-    return out, len(events) - len(out)
+    return out, len(counted) - len(out)

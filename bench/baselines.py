@@ -1,10 +1,9 @@
-"""The two baselines of §10: a bare parse+validate endpoint, and the naive design.
+"""The naive baseline of §10: one synchronous `queue.enqueue` per request, one RQ job per
+event (the bare endpoint is `bench.bare`).
 
 Run with uvicorn exactly like the real app (one process, same flags):
-    python -m uvicorn bench.baselines:bare_app ...
     python -m uvicorn bench.baselines:naive_app ...     (BENCH_REDIS_URL names the Redis)
-    python -m uvicorn bench.baselines:bare_raw_app ...  (info: bare, served like the real one)
-The naive worker runs `naive_job` on RQ: one job per event.
+The naive worker runs `naive_job` on RQ.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from app.errors import AppError
 from app.events import Compact, Kind, parse_body, to_compacts
@@ -37,7 +35,7 @@ NAIVE_IID = "naive"
 
 
 def _validate(body: bytes) -> tuple[list[Compact], int]:
-    """What every baseline does to a body: the product's parse and validation."""
+    """What the naive baseline does to a body: the product's parse and validation."""
     events = parse_body(body, MAX_EVENTS)
     return to_compacts(events, int(time.time() * 1000), FUTURE_TOLERANCE_S)
 
@@ -49,15 +47,6 @@ def _error(exc: AppError) -> Response:
 def _accepted(accepted: int, ignored: int) -> Response:
     body = orjson.dumps({"accepted": accepted, "ignored": ignored})
     return Response(body, status_code=202, media_type="application/json")
-
-
-async def bare(request: Request) -> Response:
-    """Parse and validate the body with the product's models; store nothing."""
-    try:
-        compacts, ignored = _validate(await request.body())
-    except AppError as exc:
-        return _error(exc)
-    return _accepted(len(compacts), ignored)
 
 
 @cache
@@ -80,39 +69,6 @@ async def naive(request: Request) -> Response:
     return _accepted(len(compacts), ignored)
 
 
-async def _read(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def bare_raw(scope: Scope, receive: Receive, send: Send) -> None:
-    """`bare` written as a plain ASGI handler, the way the real endpoint is served."""
-    try:
-        compacts, ignored = _validate(await _read(receive))
-        status, out = 202, orjson.dumps({"accepted": len(compacts), "ignored": ignored})
-    except AppError as exc:
-        status, out = exc.status, orjson.dumps(exc.body())
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": out})
-
-
-class _RawFirst(Starlette):
-    """Dispatches the events path ahead of the middleware stack, as `app.main.App` does."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == EVENTS_PATH and scope["method"] == "POST":
-            await bare_raw(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
-bare_app = Starlette(routes=[Route(EVENTS_PATH, bare, methods=["POST"])])
-bare_raw_app = _RawFirst(routes=[])
 naive_app = Starlette(routes=[Route(EVENTS_PATH, naive, methods=["POST"])])
 
 

@@ -74,13 +74,14 @@ def private_redis(appendfsync: str | None = None) -> Iterator[RedisServer]:
         server.stop()
 
 
-def bench_settings(url: str) -> Settings:
+def bench_settings(url: str, **overrides: Any) -> Settings:
     """Test-style settings with production-like drain parameters."""
     return make_settings(
         url,
         drain_lease_seconds=20.0,
         drain_time_budget_seconds=600.0,
         rate_limit_events_per_second=RATE_LIMIT,
+        **overrides,
     )
 
 
@@ -106,16 +107,16 @@ class Tenant:
     api_key: str
 
 
-def create_tenant(settings: Settings, name: str = "Bench Co") -> Tenant:
+def create_tenant(
+    settings: Settings, name: str = "Bench Co", domain: str = "bench.freshchat.com"
+) -> Tenant:
     """Create an integration and a key through the product's own admin code."""
 
     async def go() -> Tenant:
         redis = AsyncRedis.from_url(settings.redis_url)
         try:
             integrations = Integrations(redis, settings)
-            new = NewIntegration(
-                name=name, freshchat_domain="bench.freshchat.com", freshchat_api_key="fc-key"
-            )
+            new = NewIntegration(name=name, freshchat_domain=domain, freshchat_api_key="fc-key")
             created = await integrations.create(new, None)
             key = await integrations.create_key(created.id)
             return Tenant(created.id, created.shard, key["api_key"])
@@ -236,21 +237,33 @@ def uuid_of(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def body_template(status: str, time_ms: int, group: tuple[str, str] | None) -> tuple[str, str]:
-    """A realistic ~2.5 KB payload split around the conversation id."""
+def body_template(
+    status: str, time_ms: int, group: tuple[str, str] | None, indent: bool = False
+) -> tuple[str, str]:
+    """A realistic payload split around the conversation id (~1.8 KB; ~2.5 KB indented)."""
     resolved = time_ms if status == "resolved" else None
     payload = conv_event(CHAT_PLACEHOLDER, status, time_ms, group, resolved_time_ms=resolved)
-    prefix, _, suffix = orjson.dumps(payload).decode().partition(CHAT_PLACEHOLDER)
+    option = orjson.OPT_INDENT_2 if indent else None
+    prefix, _, suffix = orjson.dumps(payload, option=option).decode().partition(CHAT_PLACEHOLDER)
     return prefix, suffix
 
 
-def mixed_templates(time_ms: int) -> list[tuple[str, str]]:
+def mixed_templates(time_ms: int, indent: bool = False) -> list[tuple[str, str]]:
     """A chat's life in three requests: new, assigned, resolved (a third terminal)."""
     return [
-        body_template("new", time_ms, None),
-        body_template("assigned", time_ms, GROUPS[0]),
-        body_template("resolved", time_ms, GROUPS[0]),
+        body_template("new", time_ms, None, indent),
+        body_template("assigned", time_ms, GROUPS[0], indent),
+        body_template("resolved", time_ms, GROUPS[0], indent),
     ]
+
+
+def batch_body(templates: Sequence[tuple[str, str]], events: int, first: int, tag: int) -> bytes:
+    """A JSON array of `events` payloads cycling through the templates, fresh chat ids."""
+    parts = []
+    for i in range(first, first + events):
+        prefix, suffix = templates[i % len(templates)]
+        parts.append(f"{prefix}{tag:08x}-0000-4000-8000-{i // len(templates):012x}{suffix}")
+    return ("[" + ",".join(parts) + "]").encode()
 
 
 def existing_chat(index: int) -> str:

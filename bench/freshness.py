@@ -113,6 +113,14 @@ def attempt(quick: bool, time_ms: int) -> tuple[list[Row], list[str]]:
         ),
         Row("  p50 / max", f"{fmt_ms(result['fresh_p50_ms'])} / {fmt_ms(result['fresh_max_ms'])}"),
         Row(
+            "  applied_through lag p99",
+            fmt_ms(result["lag_p99_ms"]),
+            "",
+            "",
+            "<= 1 s",
+            result["lag_p99_ms"] <= 1000,
+        ),
+        Row(
             "  ingest p99 while the worker drains",
             fmt_ms(result["p99_ms"]),
             "",

@@ -4,7 +4,8 @@ wrk cannot hold a fixed rate (and wrk2 is not packaged in Debian), so this clien
 schedules request i at t0 + i/rate and measures latency from that *intended* time (no
 coordinated omission). Raw asyncio streams on uvloop keep its own CPU use low; the parent
 reports that CPU use. In freshness mode it also polls the read API and matches the k-th
-accepted event with the first poll showing k contacts.
+accepted event with the first poll showing k contacts, and takes each answer's
+`applied_through` lag behind the wall clock.
 
 Usage: python -m bench.loadgen CONFIG.json   (prints a JSON result on stdout)
 """
@@ -17,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +45,27 @@ async def _exchange(conn: Conn, request: bytes) -> tuple[int, bytes]:
     conn.writer.write(request)
     head = await conn.reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
-    length = 0
+    length, chunked = 0, False
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+    if chunked:  # the read API streams its answers
+        return status, await _chunks(conn.reader)
     body = await conn.reader.readexactly(length) if length else b""
     return status, body
+
+
+async def _chunks(reader: asyncio.StreamReader) -> bytes:
+    parts = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        parts.append(await reader.readexactly(size + 2))  # the chunk and its CRLF
+        if size == 0:
+            return b"".join(p[:-2] for p in parts)
 
 
 def _post(port: int, api_key: str, body: str) -> bytes:
@@ -71,6 +87,8 @@ class Run:
     statuses: Counter[int] = field(default_factory=Counter)
     accepted: list[tuple[float, float]] = field(default_factory=list)  # (done, intended)
     polls: list[tuple[float, int]] = field(default_factory=list)  # (seen at, total contacts)
+    lags: list[tuple[float, float]] = field(default_factory=list)  # (seen at, ms behind)
+    sending_until: float = float("inf")
     errors: int = 0
     poll_errors: int = 0
 
@@ -113,10 +131,13 @@ class Run:
                 with contextlib.suppress(OSError):
                     conn = await _connect(cfg["port"])
                 continue
-            seen = time.perf_counter()
+            seen, now = time.perf_counter(), time.time()
             if status == 200:
-                total = sum(int(r["contacts"]) for r in orjson.loads(body)["rows"])
+                answer = orjson.loads(body)
+                total = sum(int(r["contacts"]) for r in answer["rows"])
                 self.polls.append((seen, total))
+                through = datetime.fromisoformat(answer["applied_through"]).timestamp()
+                self.lags.append((seen, (now - through) * 1000))
             else:
                 self.poll_errors += 1
             await asyncio.sleep(cfg["poll_interval_s"])
@@ -148,7 +169,8 @@ class Run:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - t0
+        self.sending_until = time.perf_counter()
+        elapsed = self.sending_until - t0
         if poller is not None:
             deadline = time.perf_counter() + cfg["settle_s"]
             while time.perf_counter() < deadline:
@@ -192,7 +214,11 @@ class Run:
                 break
             ages.append((self.polls[p][0] - intended) * 1000)
         ages.sort()
+        lags = sorted(lag for seen, lag in self.lags if seen <= self.sending_until)
         return {
+            "lag_p50_ms": percentile(lags, 50),
+            "lag_p99_ms": percentile(lags, 99),
+            "lag_max_ms": lags[-1] if lags else 0.0,
             "fresh_p50_ms": percentile(ages, 50),
             "fresh_p99_ms": percentile(ages, 99),
             "fresh_max_ms": ages[-1] if ages else 0.0,

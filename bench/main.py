@@ -1,6 +1,6 @@
 """The §10 benchmark: one run, one table, every figure against a baseline of the same run.
 
-bench/run [--quick] [--only ingest,processing,freshness,memory,growth,reads]
+bench/run [--quick] [--only ingest,batch,processing,freshness,stuck,memory,growth,reads]
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 
-from bench import freshness, growth, ingest, memory, processing, reads
+from bench import batch, freshness, growth, ingest, memory, processing, reads, stuck
 from bench.common import Row, log
 
 SECTIONS: dict[str, Callable[[bool, int], tuple[list[Row], list[str]]]] = {
     "ingest": ingest.measure,
+    "batch": batch.measure,
     "processing": processing.measure,
     "freshness": freshness.measure,
+    "stuck": stuck.measure,
     "memory": memory.measure,
     "growth": growth.measure,
     "reads": reads.measure,
