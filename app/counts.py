@@ -54,11 +54,13 @@ def iso_ms(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def applied_through(oldest_pending: list[Any], now: list[Any]) -> str:
-    """Every event stored before this instant is counted: the oldest pending entry's time
-    (its id), or Redis's clock when nothing is pending."""
-    if oldest_pending:
-        return iso_ms(int(text(oldest_pending[0][0]).split("-")[0]))
+def applied_through(oldest: list[list[Any]], now: list[Any]) -> str:
+    """Every event stored before this instant is counted: the time (id) of the oldest entry
+    still waiting — in the shard's stream or parked for this integration, which keeps its
+    arrival id — or Redis's clock when nothing waits."""
+    waiting = [int(text(entries[0][0]).split("-")[0]) for entries in oldest if entries]
+    if waiting:
+        return iso_ms(min(waiting))
     seconds, micros = (int(x) for x in now)
     return iso_ms(seconds * 1000 + micros // 1000)
 
@@ -144,14 +146,15 @@ async def read_counts(
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hget(keys.revisions(shard), "#")
         pipe.xrange(keys.stream(shard), "-", "+", count=1)
+        pipe.xrange(keys.parked(shard, iid), "-", "+", count=1)
         pipe.time()
         pipe.hgetall(keys.queue_names(shard, iid))
         for day in days:
             pipe.hgetall(keys.counts(shard, iid, day))
-        revision, pending, now, names, *per_day = await pipe.execute()
+        revision, pending, parked, now, names, *per_day = await pipe.execute()
     fields = dict(zip(days, per_day, strict=True))
     rows = aggregate(first, last, fields, names_of(names), query)
-    return Snapshot(text(revision or b"0"), applied_through(pending, now), rows)
+    return Snapshot(text(revision or b"0"), applied_through([pending, parked], now), rows)
 
 
 async def read_queues(redis: Redis, keys: RedisKeys, shard: int, iid: str) -> list[dict[str, Any]]:

@@ -172,6 +172,19 @@ def test_applied_through_never_claims_a_pending_event(
     done = read(client, iid, *DAY)
     assert datetime.fromisoformat(done["applied_through"]) >= after - timedelta(seconds=1)
     assert rows(done) == {("2026-11-23T08:00:00Z", "Support"): 1}
+    # An event parked to wait for its group's name is still not counted: the read says so
+    # for its integration (the parked entry keeps its arrival id).
+    waits = conv_event("w", "resolved", at("2026-11-23T09:00"), None, group_id_only="g-x")
+    assert post_events(client, key, waits).status_code == 202
+    stored: Any = r.xrange(stream)
+    [(waiting_id, _)] = stored
+    apply_all(r, settings, shard)
+    assert r.xlen(stream) == 0 and r.xlen(RedisKeys(settings.key_prefix).parked(shard, iid)) == 1
+    parked = read(client, iid, *DAY)
+    waiting_ms = int(text(waiting_id).split("-")[0])
+    assert datetime.fromisoformat(parked["applied_through"]) <= datetime.fromtimestamp(
+        waiting_ms / 1000, UTC
+    )
 
 
 def test_from_and_to_are_echoed_normalised(client: TestClient) -> None:
