@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -123,6 +124,25 @@ class App(Starlette):
         await super().__call__(scope, receive, send)
 
 
+GC_THRESHOLDS = (50_000, 20, 100)  # CPython's default first one is 700 (2,000 in 3.13)
+_gc_tuned = False
+
+
+def tune_gc() -> None:
+    """Fewer collections in a process that serves events: the objects alive after start-up
+    are frozen out of every collection, and the young generation is collected after
+    50,000 allocations rather than 700 (a 500-event body makes tens of thousands of short-
+    lived objects; the bench measured 10-15 % of a batch's CPU in collections). Once per
+    process."""
+    global _gc_tuned
+    if _gc_tuned:
+        return
+    _gc_tuned = True
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the Starlette app; settings are read from the environment when not given."""
     settings = settings or load_settings()
@@ -150,6 +170,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.redis = redis
         app.state.integrations = Integrations(redis, settings)
         app.state.ingest = Ingest.build(settings, redis, sync_redis)
+        tune_gc()
         try:
             yield
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import re
 import time
 from typing import Any
@@ -14,7 +15,7 @@ from rq import Queue, SimpleWorker
 from rq.registry import FailedJobRegistry
 from starlette.testclient import TestClient
 
-from app.main import create_app
+from app.main import GC_THRESHOLDS, create_app
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.freshchat_standin import running
@@ -310,3 +311,9 @@ def test_rate_limit_answers_429_with_retry_after(redis_server: RedisServer, r: r
         assert pending(r, settings) == 8  # nothing of the 429
         time.sleep(1.6)
         assert post_events(client, key_a, events[:3]).status_code == 202
+
+
+def test_the_web_process_collects_garbage_rarely(client: TestClient) -> None:
+    """The lifespan tunes the collector once (batch bodies make many short-lived objects)."""
+    assert gc.get_threshold() == GC_THRESHOLDS
+    assert gc.get_freeze_count() > 0
