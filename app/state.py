@@ -132,6 +132,14 @@ async def read_backlogs(
     return out
 
 
+def _count(events: int) -> str:
+    return f"{events} event{'s' if events != 1 else ''}"
+
+
+def _wait(events: int) -> str:
+    return f"{_count(events)} wait{'s' if events == 1 else ''}"
+
+
 def _minutes(seconds: float) -> str:
     minutes = max(1, round(seconds / 60))
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
@@ -154,7 +162,7 @@ def stuck_cause(
     if stream_old and workers == 0:
         return (
             Stuck.NO_WORKER,
-            f"No worker is running: {waiting} events wait to be counted",
+            f"No worker is running: {_wait(waiting)} to be counted",
             "Start a worker (`injixo-freshchat worker`); the events are then counted, once.",
         )
     if parked_old:
@@ -166,7 +174,7 @@ def stuck_cause(
             return (
                 Stuck.KEY_UNDECRYPTABLE,
                 f"The stored Freshchat API key cannot be decrypted with this ENCRYPTION_KEY: "
-                f"{backlog.parked} events wait for their group names ({since})",
+                f"{_wait(backlog.parked)} for their group names ({since})",
                 "Start the service with the ENCRYPTION_KEY the key was saved with, or enter "
                 "the Freshchat API key again (Edit); the events are then counted, once.",
             )
@@ -174,18 +182,18 @@ def stuck_cause(
             return (
                 Stuck.KEY_REJECTED,
                 f"Freshchat rejects the stored API key (rotated in Freshchat?): "
-                f"{backlog.parked} events wait for their group names ({since})",
+                f"{_wait(backlog.parked)} for their group names ({since})",
                 "Enter the current Freshchat API key (Edit); the events are then counted, once.",
             )
         if workers == 0:
             return (
                 Stuck.NO_WORKER,
-                f"No worker is running: {backlog.parked} events wait for their group names",
+                f"No worker is running: {_wait(backlog.parked)} for their group names",
                 "Start a worker (`injixo-freshchat worker`); the events are then counted, once.",
             )
         return (
             Stuck.FRESHCHAT_UNREACHABLE,
-            f"Freshchat cannot be reached to name the groups of {backlog.parked} events "
+            f"Freshchat cannot be reached to name the groups of {_count(backlog.parked)} "
             f"({since}; last answer: {backlog.lookup_failure or 'none yet'})",
             f"Check that {integration.freshchat_domain} is the account's Freshchat domain; if "
             "Freshchat is down, nothing is lost: the events are counted once it answers.",
@@ -193,7 +201,7 @@ def stuck_cause(
     oldest = now - (backlog.oldest_stream_ms or 0) / 1000
     return (
         Stuck.WORKERS_BEHIND,
-        f"The workers are behind: {waiting} events wait, the oldest for {_minutes(oldest)}",
+        f"The workers are behind: {_wait(waiting)}, the oldest for {_minutes(oldest)}",
         "Start more workers (`injixo-freshchat worker`).",
     )
 

@@ -86,7 +86,7 @@ def test_stuck_integration_shows_its_reason_and_fix_prominently(web: TestClient)
     page = page_of(web, f"/account/integrations/{iid}")
     assert 'data-state="stuck"' in page
     alert = element(page, "stuck-alert")
-    assert "stuck" in alert and "No worker is running: 1 events wait to be counted" in alert
+    assert "stuck" in alert and "No worker is running: 1 event waits to be counted" in alert
     assert "What to do: Start a worker (`injixo-freshchat worker`)" in alert
     assert "No worker is running" in element(page, "state-reason")
     assert "Start a worker" in element(page, "state-fix")
