@@ -58,6 +58,7 @@ class GroupCommit:
             s.rate_limit_burst,
             s.deliveries_kept,
             "0",  # the oldest delivery id kept, set per flush
+            s.deliveries_days * 86_400,
         ]
 
     async def store(self, write: Write) -> StoreOutcome:
@@ -120,7 +121,7 @@ class GroupCommit:
         while self.pending:
             batch, self.pending = self.pending, []
             oldest_ms = int(time.time() * 1000) - self.settings.deliveries_days * 86_400_000
-            self.head[-1] = f"{oldest_ms}-0"
+            self.head[4] = f"{oldest_ms}-0"
             calls = self._calls(batch)
             results = await self._send(calls, script.sha, None)
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]

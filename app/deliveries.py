@@ -84,13 +84,17 @@ class DeliveryLog:
         if isinstance(exc, BadRequest) and exc.detail:
             where = ".".join(str(p) for p in exc.detail[0].get("loc", []))
             message = f"{message} ({where}: {exc.detail[0].get('msg', '')})"[:300]
+        stream = self.redis_keys.deliveries(shard, integration_id)
         try:
-            await self.redis.xadd(
-                self.redis_keys.deliveries(shard, integration_id),
-                {"s": str(exc.status), "r": exc.reason, "x": message, "m": "0:", "e": ""},
-                maxlen=self.settings.deliveries_kept,
-                approximate=True,
-            )
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(
+                    stream,
+                    {"s": str(exc.status), "r": exc.reason, "x": message, "m": "0:", "e": ""},
+                    maxlen=self.settings.deliveries_kept,
+                    approximate=True,
+                )
+                pipe.expire(stream, self.settings.deliveries_days * 86_400)
+                await pipe.execute()
         except RedisError:
             log.warning("could not log a rejected delivery")
 

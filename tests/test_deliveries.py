@@ -21,6 +21,7 @@ from tests.support import (
     create_integration,
     post_events,
     shard_of,
+    wait_until,
 )
 
 T = at("2026-11-23T08:07")
@@ -69,6 +70,12 @@ def test_every_request_is_logged_newest_first_with_what_counting_saw(
     # Nothing but what counting uses is kept: no key, no iparams.
     stream = RedisKeys(settings.key_prefix).deliveries(shard_of(r, settings, iid), iid)
     assert r.xlen(stream) == 3
+    # An integration that stops sending keeps its log no longer than DELIVERIES_DAYS.
+    assert 0 < r.ttl(stream) <= settings.deliveries_days * 86_400
+    r.persist(stream)
+    assert post_events(client, key, bad).status_code == 400  # a reject renews it as well
+    wait_until(lambda: r.ttl(stream) > 0, 5, "the log's lifetime renewed")
+    assert r.ttl(stream) <= settings.deliveries_days * 86_400
     kept = all_stored_bytes(r)
     assert IPARAMS_MARKER.encode() not in kept and key.encode() not in kept
     assert (

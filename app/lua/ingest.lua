@@ -7,7 +7,8 @@
 --   then per key: active-keys hash, rate bucket, the integration's deliveries stream
 -- ARGV[1] drain lease ms, ARGV[2] events/s (0: no limit), ARGV[3] burst,
 -- ARGV[4] deliveries kept per integration (0: no log), ARGV[5] oldest delivery id kept,
--- ARGV[6] every request's encoded events, each ending in "\n", key by key in request order
+-- ARGV[6] the log's lifetime in seconds (an integration that stops sending loses it too),
+-- ARGV[7] every request's encoded events, each ending in "\n", key by key in request order
 --   (one argument: thousands of small ones cost the client more than the whole call),
 --   then per key: integration id, key hash, its requests' event counts ("1,1,3"), and
 --   their delivery notes ("<ignored>:<event letters>", comma separated)
@@ -15,10 +16,10 @@
 -- shard, else 0; codes is "" when every request was stored, else one code per request, key
 -- by key, comma separated: 0 stored, -1 key not active, -(100 + s) rate limited (retry
 -- after s seconds). (One short reply: the client parses each array element in Python.)
-local rate, burst, blob = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[6]
-local kept, oldest = tonumber(ARGV[4]), ARGV[5]
+local rate, burst, blob = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[7]
+local kept, oldest, lifetime = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local out, refused, stored, now, pos, k = {}, false, 0, nil, 1, 4
-for a = 7, #ARGV, 4 do
+for a = 8, #ARGV, 4 do
   local iid = ARGV[a]
   local active = redis.call('HEXISTS', KEYS[k], ARGV[a + 1]) == 1
   local tokens, spent, added = nil, false, 0
@@ -67,7 +68,10 @@ for a = 7, #ARGV, 4 do
     out[#out + 1] = code
   end
   if added > 0 then redis.call('HINCRBY', KEYS[3], iid, added) end
-  if kept > 0 then redis.call('XTRIM', KEYS[k + 2], 'MINID', '~', oldest) end
+  if kept > 0 then
+    redis.call('XTRIM', KEYS[k + 2], 'MINID', '~', oldest)
+    redis.call('EXPIRE', KEYS[k + 2], lifetime)
+  end
   if spent then
     redis.call('HSET', KEYS[k + 1], 'tokens', tostring(tokens), 'at', tostring(now))
     redis.call('EXPIRE', KEYS[k + 1], math.ceil(burst / rate) + 60)
