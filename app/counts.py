@@ -78,13 +78,17 @@ def aggregate(
     by_name = {name: i for i, name in enumerate(ranked)}
     width = len(ranked)
     cells: dict[bytes, tuple[int, int, str]] = {}  # field -> (slot of day, sort key, queue)
+    queue_of: dict[bytes, str] = {}  # queue id -> name, as met in the fields
     for fields in per_day.values():
         for key in fields.keys() - cells.keys():
             slot_of_day, _, qid = key.partition(b":")
-            name = names.get(int(qid), UNDEFINED_QUEUE)
+            name = queue_of[qid] = names.get(int(qid), UNDEFINED_QUEUE)
             cells[key] = (int(slot_of_day), int(slot_of_day) * width + by_name[name], name)
     if query.interval == 15:
-        return _quarter_hours(first, last, per_day, cells, query)
+        rows = _quarter_hours(first, last, per_day, cells, query)
+        # Two queue ids under one name (an id whose name is missing reads as
+        # Undefined_Queue, like id 0) are one row per interval: sum them.
+        return _merged(rows) if len(set(queue_of.values())) < len(queue_of) else rows
     bucket_of: dict[int, int] = {}
     totals: dict[int, int] = {}
     for day, fields in per_day.items():
@@ -105,6 +109,17 @@ def aggregate(
     return [
         (labels[at // width], ranked[at % width], n) for at, n in sorted(totals.items()) if n > 0
     ]
+
+
+def _merged(rows: list[Row]) -> list[Row]:
+    """Rows sorted by interval then queue, with neighbours of the same both summed."""
+    out: list[Row] = []
+    for row in rows:
+        if out and out[-1][:2] == row[:2]:
+            out[-1] = (row[0], row[1], out[-1][2] + row[2])
+        else:
+            out.append(row)
+    return out
 
 
 def _quarter_hours(

@@ -106,3 +106,15 @@ def test_json_pieces_make_one_document() -> None:
 def test_json_rows_survive_any_queue_name(rows: list[Row]) -> None:
     body = orjson.loads(b"".join(json_chunks({"revision": "1"}, rows)))
     assert [(r["interval_start"], r["queue"], r["contacts"]) for r in body["rows"]] == rows
+
+
+def test_two_queue_ids_under_one_name_are_one_row() -> None:
+    """An id whose name is missing reads as Undefined_Queue, like id 0: one row, summed."""
+    slot = FIRST_DAY * SLOTS_PER_DAY + 20
+    cells = {(slot, 0): 1, (slot, 9): 2}
+    day0 = local_day(date(1970, 1, 1) + timedelta(days=FIRST_DAY), zone_of(None))[0]
+    query = parse_query(day0.isoformat(), (day0 + timedelta(days=1)).isoformat(), "15", None, None)
+    per_day = {FIRST_DAY: {b"20:0": b"1", b"20:9": b"2"}}
+    first = int(day0.timestamp() * 1000) // SLOT_MS
+    rows = aggregate(first, first + SLOTS_PER_DAY, per_day, NAMES, query)
+    assert rows == reference(cells, query) == [("2025-11-23T05:00:00Z", UNDEFINED_QUEUE, 3)]
