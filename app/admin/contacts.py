@@ -18,15 +18,13 @@ from starlette.responses import Response
 
 from app.admin.chart import build_chart, interval_label, interval_starts
 from app.admin.page import (
-    NO_INTEGRATION,
     PAGE_HEADERS,
     Page,
+    page_with_integration,
     sentence,
-    signed_in_page,
-    signin_redirect,
 )
 from app.counts import read_counts
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest
 from app.integration import Integration
 from app.intervals import Query, local_day, parse_query, zone_of
 
@@ -145,13 +143,10 @@ def file_name(name: str, day: str) -> str:
 
 async def get_contacts_csv(request: Request) -> Response:
     """The shown day's counts as a CSV file (a GET link, so it works without scripts)."""
-    page = signed_in_page(request)
-    if page is None:
-        return signin_redirect(request)
-    try:
-        record = await page.integrations.get(request.path_params["iid"])
-    except NotFound:
-        return page.not_found(NO_INTEGRATION)
+    found = await page_with_integration(request)
+    if isinstance(found, Response):
+        return found
+    page, record = found
     view = await read_view(page, record)
     if view.error is not None:
         return page.render("error.html", {"title": "Cannot download", "message": view.error}, 400)

@@ -19,7 +19,11 @@ from starlette.responses import RedirectResponse, Response
 
 from app.admin.chart import interval_label
 from app.admin.contacts import carried
-from app.admin.page import NO_INTEGRATION, Page, sentence, signed_in_page, signin_redirect
+from app.admin.page import (
+    Page,
+    page_with_integration,
+    sentence,
+)
 from app.deliveries import read_deliveries
 from app.errors import BadRequest, NotFound
 from app.explain import explain
@@ -102,13 +106,10 @@ class View:
 
 async def _view(request: Request) -> View | Response:
     """The signed-in page and its integration, or the response instead."""
-    page = signed_in_page(request)
-    if page is None:
-        return signin_redirect(request)
-    try:
-        record = await page.integrations.get(request.path_params["iid"])
-    except NotFound:
-        return page.not_found(NO_INTEGRATION)
+    found = await page_with_integration(request)
+    if isinstance(found, Response):
+        return found
+    page, record = found
     return View(page, record, chosen_zone(request), carried(request.query_params))
 
 

@@ -11,17 +11,15 @@ from starlette.responses import Response
 from app.admin.contacts import carried
 from app.admin.detail import integration_url
 from app.admin.page import (
-    NO_INTEGRATION,
     Page,
     form_field,
+    page_with_integration,
     posted_form,
-    signed_in_page,
-    signin_redirect,
 )
 from app.admin.pages import field_errors, form_page, retry_form, save_errors
 from app.admin.session import HOME
 from app.domains import normalise_domain
-from app.errors import BadRequest, Conflict, NotFound, UpstreamError
+from app.errors import BadRequest, Conflict, UpstreamError
 from app.freshchat import verify_api_key
 from app.integration import Integration, IntegrationChanges
 from app.integrations import clean_name
@@ -35,15 +33,10 @@ KEY_AGAIN = "Paste the API key again: the stored one cannot be checked against a
 
 async def _active(request: Request) -> tuple[Page, Integration] | Response:
     """The signed-in page and the integration it names, or the response instead."""
-    page = signed_in_page(request)
-    if page is None:
-        return signin_redirect(request)
-    try:
-        record = await page.integrations.get(request.path_params["iid"])
-    except NotFound:  # a page that is not there; after a POST, the list saying so
-        if request.method == "GET":
-            return page.not_found(NO_INTEGRATION)
-        return page.redirect(HOME, {"problem": NO_INTEGRATION})
+    found = await page_with_integration(request)
+    if isinstance(found, Response):
+        return found
+    page, record = found
     if not record.active:
         return page.redirect(integration_url(request), {"problem": "The integration is deleted."})
     return page, record

@@ -17,6 +17,8 @@ from starlette.templating import Jinja2Templates
 
 from app.admin import flash
 from app.admin.session import HOME, csrf_token, request_session, same_origin, tokens_match
+from app.errors import NotFound
+from app.integration import Integration
 from app.integrations import Integrations
 from app.redis_keys import RedisKeys
 from app.settings import Settings
@@ -120,6 +122,20 @@ def signed_in_page(request: Request) -> Page | None:
     if session is None:
         return None
     return Page(request, settings, request.app.state.integrations, session)
+
+
+async def page_with_integration(request: Request) -> tuple[Page, Integration] | Response:
+    """The signed-in page and the integration its path names, or the response instead: the
+    sign-in form, a 404 page, or (after a POST) the list saying the integration is gone."""
+    page = signed_in_page(request)
+    if page is None:
+        return signin_redirect(request)
+    try:
+        return page, await page.integrations.get(request.path_params["iid"])
+    except NotFound:
+        if request.method == "GET":
+            return page.not_found(NO_INTEGRATION)
+        return page.redirect(HOME, {"problem": NO_INTEGRATION})
 
 
 def forbidden(request: Request, why: str) -> Response:

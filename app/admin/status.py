@@ -69,7 +69,6 @@ async def status_rows(
                 "last_event": state.last_event_at,
                 "auth_failures": state.auth_failures,
                 "pending": state.pending,
-                "pending_shard": state.pending,  # kept for templates not yet renamed
                 "health": badge(state),
                 "fix": state.fix,
             }
