@@ -299,6 +299,7 @@ class Compact(NamedTuple):
 
 
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")  # base64 -> base64url
+_URL_SAFE_BACK = str.maketrans("-_", "+/")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -308,6 +309,15 @@ def chat_key(conversation_id: str) -> str:
         return "~" + conversation_id
     as_bytes = bytes.fromhex(conversation_id.replace("-", ""))
     return binascii.b2a_base64(as_bytes, newline=False)[:22].translate(_URL_SAFE).decode()
+
+
+def conversation_id_of(chat: str) -> str:
+    """The Freshchat conversation id a `chat_key` was made from (its inverse)."""
+    if chat.startswith("~"):
+        return chat[1:]
+    raw = binascii.a2b_base64(chat.translate(_URL_SAFE_BACK) + "==")
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _flag_true(value: Any) -> bool:

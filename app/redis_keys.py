@@ -141,6 +141,11 @@ class RedisKeys:
         """String: a counted chat's state `<time and queue><why letter>` (the apply script's)."""
         return f"{self.shard_prefix(shard)}c:{integration_id}:{chat}"
 
+    def assignment(self, shard: int, integration_id: str, chat: str) -> str:
+        """String `<time ms>:<group id>`: the chat's latest assignment seen on the webhook path
+        (§12); time 0 when the group came from Freshchat's conversation lookup (§5)."""
+        return f"{self.shard_prefix(shard)}a:{integration_id}:{chat}"
+
     def pending(self, shard: int) -> str:
         """Hash: integration id -> its events stored and not yet counted (parked included)."""
         return self.shard_prefix(shard) + "pn"

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     stuck_after_seconds: int = Field(default=300, ge=1)
     deliveries_kept: int = Field(default=1000, ge=0, le=100_000)  # per integration; 0: off
     deliveries_days: int = Field(default=7, ge=1, le=90)
+    group_list_every_seconds: float = Field(default=60.0, ge=0)  # §5: one listing a minute
+    backfill_window_days: int = Field(default=7, ge=1, le=31)  # §13
+    backfill_submit_every_seconds: float = Field(default=60.0, ge=0)  # §13, per integration
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("encryption_key")

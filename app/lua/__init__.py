@@ -94,3 +94,6 @@ SLOT_MS = 15 * 60 * 1000  # counts are kept per 15-minute UTC slot
 SLOTS_PER_DAY = 96
 CHAT_EPOCH_MS = 1577836800000  # a chat's state counts time from 2020-01-01T00:00Z...
 QUEUE_BITS = 4096  # ...times this, plus its queue id (then the why digit)
+#: A need `"@<chat key>"` in place of a group id: the chat's group must come from Freshchat's
+#: conversation lookup (§12); the resolver stores it as the chat's assignment (time 0).
+CONVERSATION_NEED = "@"
