@@ -87,19 +87,3 @@ def traffic(
     if not silent:
         return Traffic.REJECTED_LATELY
     return Traffic.SILENT_WITH_REJECTIONS if failures else Traffic.SILENT
-
-
-def is_stale(integration: Integration, activity: Activity | None, now: float, after_s: int) -> bool:
-    """An active integration with no event for `after_s`, or only auth failures lately."""
-    return traffic(integration, activity, now, after_s).stale
-
-
-def describe(
-    integration: Integration, activity: Activity | None, now: float, after_s: int
-) -> dict[str, Any]:
-    """Status fields for the admin API and page."""
-    return {
-        "last_event_at": activity.last_event_at if activity else None,
-        "auth_failures": activity.auth_failures if activity else 0,
-        "stale": is_stale(integration, activity, now, after_s),
-    }

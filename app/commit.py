@@ -22,6 +22,7 @@ from app.redis_keys import RedisKeys
 from app.settings import Settings
 
 MAX_EVENTS_PER_CALL = 5000  # bounds how long one script call holds Redis
+OLDEST_KEPT = 4  # the ingest script's ARGV[5] (0-based in `head`): oldest delivery id kept
 
 
 @dataclass
@@ -57,7 +58,7 @@ class GroupCommit:
             s.rate_limit_events_per_second,
             s.rate_limit_burst,
             s.deliveries_kept,
-            "0",  # the oldest delivery id kept, set per flush
+            "0",  # OLDEST_KEPT: set per flush
             s.deliveries_days * 86_400,
         ]
 
@@ -121,7 +122,7 @@ class GroupCommit:
         while self.pending:
             batch, self.pending = self.pending, []
             oldest_ms = int(time.time() * 1000) - self.settings.deliveries_days * 86_400_000
-            self.head[4] = f"{oldest_ms}-0"
+            self.head[OLDEST_KEPT] = f"{oldest_ms}-0"
             calls = self._calls(batch)
             results = await self._send(calls, script.sha, None)
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]

@@ -9,10 +9,8 @@ is ever kept: the compact events hold only what counting uses.
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,8 +20,9 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.compact import Kind, chat_key, conversation_id_of
 from app.errors import AppError, BadRequest
-from app.events import ConversationEvent, Kind, OtherEvent, chat_key
+from app.events import ConversationEvent, OtherEvent
 from app.intervals import iso_utc
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
@@ -54,16 +53,6 @@ def delivery_note(
         elif ignored and event.event in LIFECYCLE:
             lifecycle = event.event
     return f"{ignored}:{''.join(letters)}", lifecycle
-
-
-def conversation_id(chat: str) -> str:
-    """The conversation id a compact event's chat key was made from (`events.chat_key`)."""
-    if chat.startswith("~"):
-        return chat[1:]
-    try:
-        return str(uuid.UUID(bytes=base64.urlsafe_b64decode(chat + "==")))
-    except ValueError:
-        return chat
 
 
 @dataclass
@@ -116,7 +105,7 @@ def _events(raw: bytes, note: str) -> list[dict[str, Any]]:
         out.append(
             {
                 "event": EVENT_NAMES.get(letters[n : n + 1], "onConversationUpdate"),
-                "conversation_id": conversation_id(chat),
+                "conversation_id": conversation_id_of(chat),
                 "kind": KINDS.get(kind, "other"),
                 "time": iso_utc(datetime.fromtimestamp(time_ms / 1000, UTC)),
                 "group_id": group_id or None,

@@ -11,132 +11,47 @@ product ignores is ignored now (it is JSON; orjson refused the whole body).
 
 from __future__ import annotations
 
-import binascii
 import gc
 import re
-from datetime import UTC, datetime
-from enum import IntEnum
-from typing import Annotated, Any, Literal, NamedTuple, NotRequired, cast
+from datetime import datetime
+from typing import Annotated, Any, Literal, NotRequired, cast
 
 import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
-    Field,
-    GetCoreSchemaHandler,
-    GetPydanticSchema,
-    Strict,
     Tag,
     TypeAdapter,
     ValidationError,
     with_config,
 )
-from pydantic_core import core_schema
 from typing_extensions import TypedDict  # the one pydantic takes on Python 3.11
 
+from app.compact import Compact, Kind, chat_key, conversation_id_of, epoch_ms
 from app.errors import BadRequest
+from app.event_fields import (
+    IN_TURN,
+    FastIdText,
+    FastOptionalId,
+    FastTimestampMs,
+    GroupName,
+    IdText,
+    OptionalId,
+    Status,
+    TimestampMs,
+)
+
+__all__ = ["Compact", "Kind", "chat_key", "conversation_id_of"]  # from app.compact
 
 CONVERSATION_EVENTS = frozenset(
     {"onConversationCreate", "onConversationUpdate", "onConversationDelete"}
 )
 TERMINAL_DELETED_STATUSES = frozenset({"deleted", "spam"})
 DELETED_FLAGS = ("deleted", "is_deleted", "spam", "is_spam")
-MS_THRESHOLD = 100_000_000_000  # numbers above this are milliseconds (1e11 s is year 5138)
 
 
-class Kind(IntEnum):
-    """What an event means for counting."""
-
-    OTHER = 0
-    SOLVED = 1
-    DELETED = 2
-
-
-def _id_text(value: Any) -> Any:
-    """Accept numeric ids as text; Freshworks uses both."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-def _int_id(value: int) -> str:
-    """A numeric id as text; only a 64-bit one, as orjson reads longer ones as floats."""
-    if not -(2**63) <= value < 2**64:
-        raise ValueError("id out of range")
-    return str(value)
-
-
-IdText = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=256)]
-OptionalId = Annotated[Annotated[str, Field(max_length=256)] | None, BeforeValidator(_id_text)]
-Status = Annotated[str, Field(max_length=64)] | None
-GroupName = Annotated[str, Field(max_length=255)] | None
-_IN_TURN = Field(union_mode="left_to_right")
-
-
-def _text_or_integer(min_length: int) -> GetPydanticSchema:
-    """`_id_text` and the length limits with no Python call for a text id (the hot path)."""
-
-    def schema(source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        integer = core_schema.int_schema(strict=True)
-        return core_schema.union_schema(
-            [
-                core_schema.str_schema(min_length=min_length, max_length=256),
-                core_schema.no_info_after_validator_function(_int_id, integer),
-            ],
-            mode="left_to_right",
-        )
-
-    return GetPydanticSchema(schema)
-
-
-FastIdText = Annotated[str, _text_or_integer(1)]
-FastOptionalId = Annotated[str, _text_or_integer(0)] | None
-
-
-def _timestamp_ms(value: Any) -> int:
-    """Seconds (maybe fractional), milliseconds, or ISO 8601 -> epoch milliseconds."""
-    if isinstance(value, bool):
-        raise ValueError("timestamp must be a number or an ISO 8601 string")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            number: float | None = float(text)
-        except ValueError:
-            number = None
-        if number is None:
-            try:
-                parsed = datetime.fromisoformat(text)
-            except ValueError:
-                raise ValueError("timestamp is not a number or an ISO 8601 time") from None
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            try:
-                return _in_range(parsed.timestamp() * 1000)
-            except (OverflowError, ValueError):
-                raise ValueError("timestamp is out of range") from None
-        value = number
-    if isinstance(value, int | float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("timestamp must be finite")
-        return _in_range(value if abs(value) >= MS_THRESHOLD else value * 1000)
-    raise ValueError("timestamp must be a number or an ISO 8601 string")
-
-
-def _in_range(ms: float) -> int:
-    """Epoch milliseconds after 1970 and below 2^43 (year 2248), rounded."""
-    if ms <= 0 or ms >= 2**43:
-        raise ValueError("timestamp is out of range")
-    return round(ms)
-
-
-TimestampMs = Annotated[int, BeforeValidator(_timestamp_ms)]
-# The same, with no Python call for an integer that is milliseconds already (the usual).
-FastTimestampMs = Annotated[
-    Annotated[int, Strict(), Field(ge=MS_THRESHOLD, lt=2**43)] | TimestampMs, _IN_TURN
-]
 ConversationName = Literal["onConversationCreate", "onConversationUpdate", "onConversationDelete"]
 
 
@@ -214,7 +129,7 @@ class OtherEvent(_Model):
 
 
 # The two event models tried in turn: no Python call per event to choose between them.
-_EITHER = Annotated[ConversationEvent | OtherEvent, _IN_TURN]
+_EITHER = Annotated[ConversationEvent | OtherEvent, IN_TURN]
 _ONE = TypeAdapter(_EITHER)
 _MANY = TypeAdapter(list[_EITHER])
 _START = re.compile(rb"[ \t\n\r]*([\[{])")  # JSON whitespace, then an array or an object
@@ -275,51 +190,6 @@ def _explainers() -> tuple[TypeAdapter[Any], TypeAdapter[Any]]:
 _EXPLAIN_ONE, _EXPLAIN_MANY = _explainers()
 
 
-class Compact(NamedTuple):
-    """What one counted event becomes: small, with no payload left in it."""
-
-    chat: str
-    kind: Kind
-    time_ms: int
-    group_id: str
-    group_name: str
-
-    def encode(self, integration_id: str) -> bytes:
-        """Stream-entry encoding the apply script decodes (a JSON array)."""
-        return orjson.dumps(
-            [
-                integration_id,
-                self.chat,
-                int(self.kind),
-                self.time_ms,
-                self.group_id,
-                self.group_name,
-            ]
-        )
-
-
-_URL_SAFE = bytes.maketrans(b"+/", b"-_")  # base64 -> base64url
-_URL_SAFE_BACK = str.maketrans("-_", "+/")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def chat_key(conversation_id: str) -> str:
-    """Short, stable key part for a chat: base64url of a UUID, else `~` + the raw id."""
-    if _UUID.fullmatch(conversation_id) is None:  # non-canonical spellings stay distinct
-        return "~" + conversation_id
-    as_bytes = bytes.fromhex(conversation_id.replace("-", ""))
-    return binascii.b2a_base64(as_bytes, newline=False)[:22].translate(_URL_SAFE).decode()
-
-
-def conversation_id_of(chat: str) -> str:
-    """The Freshchat conversation id a `chat_key` was made from (its inverse)."""
-    if chat.startswith("~"):
-        return chat[1:]
-    raw = binascii.a2b_base64(chat.translate(_URL_SAFE_BACK) + "==")
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def _flag_true(value: Any) -> bool:
     """A true flag, or a `[old, new]` model change whose new value is true."""
     if isinstance(value, list) and value:
@@ -336,14 +206,6 @@ def _deleted_by_change(model_changes: dict[str, Any]) -> bool:
     if len(model_changes) == (change is not None):
         return False  # nothing but the status changed (the usual)
     return any(_flag_true(model_changes.get(flag)) for flag in DELETED_FLAGS)
-
-
-def _epoch_ms(moment: datetime) -> int:
-    """Epoch milliseconds; 0 (rejected as out of range) if not representable (year 1, -14:00)."""
-    try:
-        return round(moment.timestamp() * 1000)
-    except (ValueError, OverflowError):
-        return 0
 
 
 def compact(event: ConversationEvent) -> Compact:
@@ -366,7 +228,7 @@ def compact(event: ConversationEvent) -> Compact:
         kind, time_ms = Kind.DELETED, event.timestamp
     elif status == "resolved":
         kind, resolved = Kind.SOLVED, conv.get("resolved_time")
-        time_ms = _epoch_ms(resolved) if resolved is not None else event.timestamp
+        time_ms = epoch_ms(resolved) if resolved is not None else event.timestamp
     else:
         kind, time_ms = Kind.OTHER, event.timestamp
     assigned = conv.get("assigned_group_id")

@@ -1,12 +1,12 @@
-"""The one traffic rule (§8): why an integration is healthy or stale, and `is_stale` from it."""
+"""The one traffic rule (§8): why an integration is healthy or stale, and which causes are stale."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.activity import AUTH_ONLY_GRACE_S, Activity, Traffic, describe, is_stale, traffic
-from app.admin.status import health_of
+from app.activity import AUTH_ONLY_GRACE_S, Activity, Traffic, traffic
 from app.integration import Integration, Status
+from app.state import WORDS
 
 NOW = 2_000_000_000
 DAY = 24 * 3600
@@ -64,10 +64,10 @@ def test_a_deleted_integration_is_never_stale() -> None:
     deleted = integration(9 * DAY, Status.DELETED)
     for activity in (None, seen(None, 5), seen(8 * DAY)):
         assert traffic(deleted, activity, NOW, DAY) is Traffic.DELETED
-        assert not is_stale(deleted, activity, NOW, DAY)
+        assert not traffic(deleted, activity, NOW, DAY).stale
 
 
-def test_is_stale_and_describe_follow_the_cause() -> None:
+def test_the_stale_causes() -> None:
     record = integration(5 * DAY)
     assert {cause for cause in Traffic if cause.stale} == {
         Traffic.ONLY_REJECTED,
@@ -76,29 +76,20 @@ def test_is_stale_and_describe_follow_the_cause() -> None:
         Traffic.SILENT,
         Traffic.SILENT_WITH_REJECTIONS,
     }
-    assert is_stale(record, seen(2 * DAY), NOW, DAY)
-    assert not is_stale(record, seen(2 * DAY), NOW, 3 * DAY)
-    assert describe(record, seen(2 * DAY, 3), NOW, DAY) == {
-        "last_event_at": NOW - 2 * DAY,
-        "auth_failures": 3,
-        "stale": True,
-    }
-    assert describe(record, None, NOW, 6 * DAY) == {
-        "last_event_at": None,
-        "auth_failures": 0,
-        "stale": False,
-    }
+    assert traffic(record, seen(2 * DAY), NOW, DAY).stale
+    assert not traffic(record, seen(2 * DAY), NOW, 3 * DAY).stale
+    assert not traffic(record, None, NOW, 6 * DAY).stale
 
 
-def test_every_cause_has_a_badge_and_only_stale_ones_warn() -> None:
+def test_every_cause_has_words_and_only_stale_ones_ask_for_a_fix() -> None:
     for cause in Traffic:
-        badge = health_of(cause, DAY)
-        assert badge.text
-        assert (badge.level == "warning") == cause.stale
-    assert health_of(Traffic.SILENT, 6 * 3600).text == "No events for more than 6 h"
-    assert health_of(Traffic.SILENT_SINCE_SETUP, 600).text == (
+        reason, fix = WORDS[cause]
+        assert reason
+        assert bool(fix) == (cause.stale or cause is Traffic.WAITING)
+    assert WORDS[Traffic.SILENT][0].format(hours=6) == "No events for more than 6 h"
+    assert WORDS[Traffic.SILENT_SINCE_SETUP][0].format(hours=1) == (
         "No events received in the 1 h since setup"
     )
-    assert health_of(Traffic.SILENT_WITH_REJECTIONS, DAY).text == (
+    assert WORDS[Traffic.SILENT_WITH_REJECTIONS][0].format(hours=24) == (
         "No events for more than 24 h (and rejected requests since)"
     )

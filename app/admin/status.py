@@ -7,13 +7,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from app.activity import Activity, Traffic, traffic
 from app.integration import Integration
 from app.redis_keys import RedisKeys
 from app.settings import Settings
-from app.state import WORDS, IntegrationState, State, read_states
+from app.state import IntegrationState, State, read_states
 
-DEFAULT_STALE_AFTER_S = 24 * 3600
 _LEVELS = {
     State.RECEIVING: "ok",
     State.WAITING_FOR_FIRST_EVENT: "waiting",
@@ -32,26 +30,6 @@ class Health:
 def badge(state: IntegrationState) -> Health:
     """The badge for an integration's state."""
     return Health(_LEVELS.get(state.state, "warning"), state.reason)
-
-
-def health_of(cause: Traffic, stale_after: int) -> Health:
-    """The badge for a traffic classification alone (no backlog, no app lifecycle)."""
-    hours = max(1, round(stale_after / 3600))
-    level = {Traffic.RECEIVING: "ok", Traffic.WAITING: "waiting", Traffic.DELETED: "deleted"}
-    return Health(level.get(cause, "warning"), WORDS[cause][0].format(hours=hours))
-
-
-def health(
-    record: Integration,
-    last_event: int | None,
-    failures: int,
-    now: float,
-    stale_after: int = DEFAULT_STALE_AFTER_S,
-    last_failure_at: int | None = None,
-) -> Health:
-    """Flag an integration whose app stopped sending, or that sees only auth failures (§8)."""
-    activity = Activity(last_event, failures, last_failure_at)
-    return health_of(traffic(record, activity, now, stale_after), stale_after)
 
 
 async def status_rows(
