@@ -48,7 +48,8 @@ class IntegrationPatch(IntegrationChanges):
     verify: bool = True
 
 
-def _json(request_body: bytes, model: type[BaseModel]) -> Any:
+def parse_json(request_body: bytes, model: type[BaseModel]) -> Any:
+    """The body as `model`; BadRequest naming each bad field (never echoing the input)."""
     try:
         return model.model_validate_json(request_body or b"{}")
     except ValidationError as exc:
@@ -64,19 +65,21 @@ def _state(request: Request) -> tuple[Settings, Integrations]:
     return settings, request.app.state.integrations
 
 
-def _admin(request: Request) -> Integrations:
+def admin_of(request: Request) -> Integrations:
+    """The integration store, for a request with the admin token (else 401)."""
     settings, integrations = _state(request)
     require_token(request, (settings.admin_token,))
     return integrations
 
 
-def _reader(request: Request) -> Integrations:
+def reader_of(request: Request) -> Integrations:
+    """The integration store, for a request with the admin or a reader token (else 401)."""
     settings, integrations = _state(request)
     require_token(request, (settings.admin_token, *settings.reader_token_list))
     return integrations
 
 
-def _json_response(body: BaseModel, status: int = 200) -> Response:
+def json_response(body: BaseModel, status: int = 200) -> Response:
     """Serialise through the response model (the same one /openapi.json describes)."""
     return Response(
         body.model_dump_json(by_alias=True, exclude_unset=True),
@@ -87,11 +90,11 @@ def _json_response(body: BaseModel, status: int = 200) -> Response:
 
 async def create_integration(request: Request) -> Response:
     """Create an integration (verifying the Freshchat key unless `verify` is false)."""
-    integrations = _admin(request)
-    body = _json(await request.body(), IntegrationIn)
+    integrations = admin_of(request)
+    body = parse_json(await request.body(), IntegrationIn)
     new = NewIntegration.model_validate(body.model_dump(exclude={"verify"}))
     created = await integrations.create(new, verify_api_key if body.verify else None)
-    return _json_response(created.public(), 201)
+    return json_response(created.public(), 201)
 
 
 async def _with_activity(
@@ -105,47 +108,47 @@ async def _with_activity(
 
 async def list_integrations(request: Request) -> Response:
     """All integrations with their activity (last event, auth failures, stale), no secrets."""
-    integrations = _admin(request)
+    integrations = admin_of(request)
     listed = await _with_activity(integrations, await integrations.all())
-    return _json_response(IntegrationList(integrations=listed))
+    return json_response(IntegrationList(integrations=listed))
 
 
 async def integration(request: Request) -> Response:
     """GET, PATCH or DELETE one integration."""
-    integrations = _admin(request)
+    integrations = admin_of(request)
     iid = request.path_params["iid"]
     if request.method == "DELETE":
         await integrations.delete(iid)
         return Response(status_code=204)
     if request.method == "PATCH":
-        body = _json(await request.body(), IntegrationPatch)
+        body = parse_json(await request.body(), IntegrationPatch)
         changes = IntegrationChanges.model_validate(body.model_dump(exclude={"verify"}))
         updated = await integrations.update(iid, changes, verify_api_key if body.verify else None)
-        return _json_response(updated.public())
+        return json_response(updated.public())
     [one] = await _with_activity(integrations, [await integrations.get(iid)])
-    return _json_response(one)
+    return json_response(one)
 
 
 async def api_keys(request: Request) -> Response:
     """POST creates a key (shown once); GET lists key metadata."""
-    integrations = _admin(request)
+    integrations = admin_of(request)
     iid = request.path_params["iid"]
     if request.method == "POST":
-        return _json_response(ApiKeyCreated.model_validate(await integrations.create_key(iid)), 201)
+        return json_response(ApiKeyCreated.model_validate(await integrations.create_key(iid)), 201)
     listed = await integrations.list_keys(iid)
-    return _json_response(ApiKeyList.model_validate({"api_keys": listed}))
+    return json_response(ApiKeyList.model_validate({"api_keys": listed}))
 
 
 async def revoke_api_key(request: Request) -> Response:
     """Revoke one key; it stops working at once."""
-    integrations = _admin(request)
+    integrations = admin_of(request)
     await integrations.revoke_key(request.path_params["iid"], request.path_params["key_id"])
     return Response(status_code=204)
 
 
 async def contacts(request: Request) -> Response:
     """Counts per interval and queue, JSON or CSV."""
-    integrations = _reader(request)
+    integrations = reader_of(request)
     iid = request.path_params["iid"]
     integration = await integrations.get(iid)
     params = request.query_params
@@ -183,7 +186,7 @@ async def contacts(request: Request) -> Response:
 
 async def changes(request: Request) -> Response:
     """Every 15-minute interval and queue whose count changed after `since`."""
-    integrations = _reader(request)
+    integrations = reader_of(request)
     iid = request.path_params["iid"]
     integration = await integrations.get(iid)
     since = parse_revision(request.query_params.get("since"))
@@ -193,16 +196,16 @@ async def changes(request: Request) -> Response:
     )
     listed = [{"interval_start": at, "queue": queue} for at, queue in found.changes]
     body = {"integration_id": iid, "since": found.since, "revision": found.revision}
-    return _json_response(ChangesOut.model_validate({**body, "changes": listed}))
+    return json_response(ChangesOut.model_validate({**body, "changes": listed}))
 
 
 async def queues(request: Request) -> Response:
     """Every source queue seen, with first/last seen and total contacts."""
-    integrations = _reader(request)
+    integrations = reader_of(request)
     iid = request.path_params["iid"]
     integration = await integrations.get(iid)
     found = await read_queues(integrations.redis, integrations.redis_keys, integration.shard, iid)
-    return _json_response(Queues.model_validate({"integration_id": iid, "queues": found}))
+    return json_response(Queues.model_validate({"integration_id": iid, "queues": found}))
 
 
 def _limit(raw: str | None, default: int, most: int) -> int:
@@ -215,7 +218,7 @@ def _limit(raw: str | None, default: int, most: int) -> int:
 
 async def deliveries(request: Request) -> Response:
     """The integration's recent ingestion requests, newest first (§7)."""
-    integrations = _admin(request)
+    integrations = admin_of(request)
     integration = await integrations.get(request.path_params["iid"])
     params = request.query_params
     before = params.get("before")
@@ -231,12 +234,12 @@ async def deliveries(request: Request) -> Response:
         limit=_limit(params.get("limit"), 50, 1000),
         before=before,
     )
-    return _json_response(DeliveryList.model_validate({"deliveries": found}))
+    return json_response(DeliveryList.model_validate({"deliveries": found}))
 
 
 async def chat(request: Request) -> Response:
     """Explain one chat: counted or not, where, when and why (§7)."""
-    integrations = _admin(request)
+    integrations = admin_of(request)
     integration = await integrations.get(request.path_params["iid"])
     conversation = request.path_params["conversation_id"]
     if not 1 <= len(conversation) <= 256:
@@ -248,7 +251,7 @@ async def chat(request: Request) -> Response:
         integration,
         conversation,
     )
-    return _json_response(ChatExplained.model_validate(found))
+    return json_response(ChatExplained.model_validate(found))
 
 
 ROUTES = [

@@ -19,6 +19,11 @@ class Kind(IntEnum):
     OTHER = 0
     SOLVED = 1
     DELETED = 2
+    #: Solved, the event names no group (a Freshchat webhook, §12): the group is the chat's
+    #: latest assignment seen, else Freshchat's conversation lookup, else none.
+    SOLVED_GROUP_UNNAMED = 3
+    #: Assigned to the group id (webhook path): not terminal, remembered for the above.
+    ASSIGNED = 4
 
 
 class Compact(NamedTuple):

@@ -26,6 +26,7 @@ from app.events import ConversationEvent, OtherEvent
 from app.intervals import iso_utc
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
+from app.webhook_events import ACTION_LETTERS
 
 log = logging.getLogger("injixo.deliveries")
 
@@ -35,9 +36,16 @@ EVENT_LETTERS = {
     "onConversationUpdate": "u",
     "onConversationDelete": "d",
 }
-EVENT_NAMES = {letter: name for name, letter in EVENT_LETTERS.items()}
+EVENT_NAMES = {letter: name for name, letter in (EVENT_LETTERS | ACTION_LETTERS).items()}
+WEBHOOK = "w"  # a note that starts with it is a Freshchat webhook request's (§12)
 LIFECYCLE = ("onAppInstall", "onAppUninstall")
-KINDS = {int(Kind.OTHER): "other", int(Kind.SOLVED): "solved", int(Kind.DELETED): "deleted"}
+KINDS = {
+    int(Kind.OTHER): "other",
+    int(Kind.SOLVED): "solved",
+    int(Kind.DELETED): "deleted",
+    int(Kind.SOLVED_GROUP_UNNAMED): "solved",
+    int(Kind.ASSIGNED): "assigned",
+}
 PAGE = 200  # entries read per Redis call while searching
 
 
@@ -65,7 +73,9 @@ class DeliveryLog:
     def __post_init__(self) -> None:
         self.redis_keys = RedisKeys(self.settings.key_prefix)
 
-    async def reject(self, shard: int, integration_id: str, exc: AppError) -> None:
+    async def reject(
+        self, shard: int, integration_id: str, exc: AppError, webhook: bool = False
+    ) -> None:
         """Log a request of this integration refused before its events were stored."""
         if not self.settings.deliveries_kept:
             return
@@ -78,7 +88,13 @@ class DeliveryLog:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(
                     stream,
-                    {"s": str(exc.status), "r": exc.reason, "x": message, "m": "0:", "e": ""},
+                    {
+                        "s": str(exc.status),
+                        "r": exc.reason,
+                        "x": message,
+                        "m": WEBHOOK + "0:" if webhook else "0:",
+                        "e": "",
+                    },
                     maxlen=self.settings.deliveries_kept,
                     approximate=True,
                 )
@@ -99,6 +115,7 @@ class DeliveryLog:
 
 def _events(raw: bytes, note: str) -> list[dict[str, Any]]:
     letters = note.partition(":")[2]
+    path = "webhook" if note.startswith(WEBHOOK) else "app"
     out = []
     for n, line in enumerate(raw.split(b"\n") if raw else []):
         _, chat, kind, time_ms, group_id, group_name = orjson.loads(line)
@@ -110,6 +127,7 @@ def _events(raw: bytes, note: str) -> list[dict[str, Any]]:
                 "time": iso_utc(datetime.fromtimestamp(time_ms / 1000, UTC)),
                 "group_id": group_id or None,
                 "group_name": group_name or None,
+                "path": path,
             }
         )
     return out
@@ -119,22 +137,25 @@ def _delivery(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     status = int(fields.get(b"s", b"0"))
     note = text(fields.get(b"m", b"0:"))
     events = _events(fields.get(b"e", b""), note)
-    ignored = int(note.partition(":")[0] or 0)
+    ignored = int(note.partition(":")[0].lstrip(WEBHOOK) or 0)
     return {
         "id": entry_id,
+        "path": "webhook" if note.startswith(WEBHOOK) else "app",
         "received_at": iso_utc(datetime.fromtimestamp(int(entry_id.split("-")[0]) / 1000, UTC)),
         "status": status,
-        "reason": _reason(status, fields),
+        "reason": _reason(status, fields, note.startswith(WEBHOOK)),
         "accepted": len(events) if status == 202 else 0,
         "ignored": ignored if status == 202 else 0,
         "events": events,
     }
 
 
-def _reason(status: int, fields: dict[bytes, bytes]) -> str | None:
+def _reason(status: int, fields: dict[bytes, bytes], webhook: bool) -> str | None:
     if b"r" in fields:
         detail = text(fields.get(b"x", b""))
         return f"{text(fields[b'r'])}: {detail}" if detail else text(fields[b"r"])
+    if status == 401 and webhook:  # the ingest script found the webhook gone
+        return "not_found: the webhook was deleted or given a new URL"
     if status == 401:
         return "unauthorized: the API key was revoked"
     if status == 429:

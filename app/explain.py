@@ -11,9 +11,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from app.compact import chat_key
 from app.deliveries import read_deliveries
 from app.errors import NotFound
-from app.events import chat_key
 from app.integration import Integration
 from app.intervals import iso_utc
 from app.lua import CHAT_EPOCH_MS, QUEUE_BITS, SLOT_MS, UNDEFINED_QUEUE
@@ -28,10 +28,21 @@ WHY = {
     "4": ("no_group", "the chat had no Freshchat group when it was solved"),
     "5": ("deleted_or_spam", "the chat was deleted or marked as spam"),
     "6": ("group_not_in_freshchat", "Freshchat does not know the chat's group (404)"),
+    "7": (
+        "group_from_assignment",
+        "the resolution named no group; the chat's latest assignment (Freshchat webhook) did",
+    ),
+    "8": (
+        "group_from_freshchat_conversation",
+        "the resolution named no group and no assignment was seen; Freshchat's conversation "
+        "lookup did",
+    ),
 }
 NOT_COUNTED = {
     "waiting_for_group_name": "solved, waiting for Freshchat to name its group; "
     "counted once the name is known",
+    "waiting_for_chat_group": "solved with no group named, waiting for Freshchat to tell the "
+    "chat's group; counted once it answers",
     "not_applied_yet": "delivered, waiting for a worker to count it",
     "not_terminal_yet": "not solved (nor deleted) yet: a chat is counted when it is solved",
 }
@@ -47,6 +58,20 @@ def decode_state(raw: str) -> tuple[int, int, str]:
     return n // QUEUE_BITS + CHAT_EPOCH_MS, n % QUEUE_BITS, why
 
 
+async def _assignment(redis: Redis, key: str) -> dict[str, Any] | None:
+    """The chat's latest assignment seen on the webhook path, or Freshchat's lookup (§12)."""
+    raw = await redis.get(key)
+    if raw is None:
+        return None
+    at, _, gid = text(raw).partition(":")
+    from_lookup = at == "0"
+    return {
+        "group_id": gid or None,
+        "at": None if from_lookup else iso_utc(datetime.fromtimestamp(int(at) / 1000, UTC)),
+        "source": "freshchat_conversation_lookup" if from_lookup else "webhook_assignment",
+    }
+
+
 def _why(code: str, words: str) -> dict[str, str]:
     return {"code": code, "text": words}
 
@@ -56,12 +81,14 @@ async def explain(
 ) -> dict[str, Any]:
     """The explanation of one chat; NotFound when it was never seen (or expired)."""
     shard, iid = integration.shard, integration.id
-    raw = await redis.get(keys.chat(shard, iid, chat_key(conversation)))
+    chat = chat_key(conversation)
+    raw = await redis.get(keys.chat(shard, iid, chat))
     deliveries = await read_deliveries(
         redis, keys, settings, shard, iid, conversation=conversation, limit=20
     )
     out: dict[str, Any] = {"conversation_id": conversation, "counted": False, "kind": None}
     out |= {"time": None, "interval_start": None, "queue": None}
+    out["assignment"] = await _assignment(redis, keys.assignment(shard, iid, chat))
     if raw is not None:
         t, q, digit = decode_state(text(raw))
         queue = UNDEFINED_QUEUE
@@ -89,14 +116,15 @@ async def explain(
                 "deliveries": deliveries,
             }
         raise NotFound("chat not found: never seen in this integration's kept deliveries or counts")
-    terminal = [e for e in events if e["kind"] != "other"]
+    terminal = [e for e in events if e["kind"] in ("solved", "deleted")]
     out["kind"] = terminal[-1]["kind"] if terminal else None
+    parked = bool(terminal) and await redis.sismember(keys.parked_integrations(shard), iid)
     if not terminal:
         code = "not_terminal_yet"
-    elif await redis.sismember(keys.parked_integrations(shard), iid) and any(
-        e["group_id"] and not e["group_name"] for e in terminal
-    ):
+    elif parked and any(e["group_id"] and not e["group_name"] for e in terminal):
         code = "waiting_for_group_name"
+    elif parked and any(not e["group_id"] and e["path"] == "webhook" for e in terminal):
+        code = "waiting_for_chat_group"
     else:
         code = "not_applied_yet"
     return out | {"why": _why(code, NOT_COUNTED[code]), "deliveries": deliveries}

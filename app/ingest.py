@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -48,6 +49,7 @@ UNAUTHORIZED = "missing, unknown or revoked API key"
 
 
 _JSON = (b"content-type", b"application/json")
+Handler = Callable[[Scope, Receive, dict[str, Any]], Awaitable[tuple[int, int]]]
 Headers = tuple[tuple[bytes, bytes], ...]
 
 
@@ -158,16 +160,22 @@ class Ingest:
         self.deliveries = DeliveryLog(self.redis, self.settings)
 
     def _on_schedule(self, shard: int) -> None:
-        self._spawn(asyncio.to_thread(self._schedule, shard))
+        self.spawn(asyncio.to_thread(self._schedule, shard))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The endpoint as a plain ASGI app: the hot path skips Starlette's request and
         response objects and its middleware stack, so it maps its own errors to responses
         and writes its own request line."""
+        await self.serve(scope, receive, send, self._ingest)
+
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, handler: Handler, logged_path: str = ""
+    ) -> None:
+        """Answer one request of an ingestion endpoint (`handler` gives accepted, ignored)."""
         started = time.perf_counter()
         fields: dict[str, Any] = {}
         try:
-            accepted, ignored = await self._ingest(scope, receive, fields)
+            accepted, ignored = await handler(scope, receive, fields)
         except AppError as exc:
             count_rejected(exc.reason)
             fields["reason"] = exc.reason
@@ -192,7 +200,9 @@ class Ingest:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         scope[LOGGED] = True
-        REQUEST_LINES.request(scope, status, started, fields)
+        # (A path that holds a webhook id is logged as its template: the id is not logged.)
+        logged = {**scope, "path": logged_path} if logged_path else scope
+        REQUEST_LINES.request(logged, status, started, fields)
 
     async def _ingest(
         self, scope: Scope, receive: Receive, fields: dict[str, Any]
@@ -208,31 +218,32 @@ class Ingest:
             content_type = content_type.split(";")[0].strip().lower()
             if content_type != "application/json" and not content_type.endswith("+json"):
                 raise UnsupportedMediaType("Content-Type must be application/json")
-            body = await self._read_body(receive, length)
+            body = await self.read_body(receive, length)
             events = parse_body(body, self.settings.max_batch_events)
             now_ms = int(time.time() * 1000)
             tolerance = self.settings.future_tolerance_seconds
             compacts, ignored = to_compacts(events, now_ms, tolerance)
         except AppError as exc:  # a reject of this integration's: its deliveries show it
-            self._spawn(self.deliveries.reject(cred.shard, cred.integration_id, exc))
+            self.spawn(self.deliveries.reject(cred.shard, cred.integration_id, exc))
             raise
         note, lifecycle = delivery_note(events, ignored)
         if lifecycle:
-            self._spawn(self.deliveries.lifecycle(cred.integration_id, lifecycle))
+            self.spawn(self.deliveries.lifecycle(cred.integration_id, lifecycle))
         encoded = [c.encode(cred.integration_id) for c in compacts]
-        outcome = await self._store(cred, encoded, note)
+        outcome = await self.store(cred, encoded, note)
         if outcome.stored is Stored.RATE_LIMITED:
             raise RateLimited(
                 "rate limit exceeded for this integration", retry_after=outcome.retry_after
             )
         if outcome.stored is Stored.KEY_NOT_ACTIVE:
             AUTH_FAILURES.labels(cred.integration_id).inc()
-            self._spawn(self._record_auth_failure(cred.integration_id))
+            self.spawn(self.record_auth_failure(cred.integration_id))
             raise Unauthorized(UNAUTHORIZED)
-        self._record_use(cred)
+        self.record_use(cred)
         return len(compacts), ignored
 
-    async def _read_body(self, receive: Receive, declared: str) -> bytes:
+    async def read_body(self, receive: Receive, declared: str) -> bytes:
+        """The whole body, or PayloadTooLarge as soon as it is over MAX_BODY_BYTES."""
         limit = self.settings.max_body_bytes
         too_large = f"body is over the limit of {limit} bytes"
         if declared.isdigit() and int(declared) > limit:
@@ -254,7 +265,8 @@ class Ingest:
                 return b"".join(chunks)
             chunks.append(chunk)
 
-    async def _store(self, cred: Credential, encoded: list[bytes], note: str) -> StoreOutcome:
+    async def store(self, cred: Credential, encoded: list[bytes], note: str) -> StoreOutcome:
+        """Store one request's events and delivery note (group commit); 503 if Redis fails."""
         write = Write(cred.shard, cred.integration_id, cred.key_hash, encoded, note)
         try:
             return await self.commit.store(write)
@@ -269,7 +281,7 @@ class Ingest:
             # The flag's lease expires and the workers' janitor schedules the drain.
             log.warning("could not enqueue drain of shard %s: %s", shard, type(exc).__name__)
 
-    def _record_use(self, cred: Credential) -> None:
+    def record_use(self, cred: Credential) -> None:
         """Last event per integration (every 10 s) and last use per key (every minute),
         per process and off the request path: cheap, as §2 asks."""
         now = time.time()
@@ -283,7 +295,7 @@ class Ingest:
                 (self.redis_keys.api_key_used(cred.integration_id), cred.key_id, int(now))
             )
         if writes:
-            self._spawn(self._write(writes))
+            self.spawn(self._write(writes))
 
     async def _write(self, writes: list[tuple[str, str, int]]) -> None:
         try:
@@ -294,7 +306,8 @@ class Ingest:
         except RedisError:
             log.warning("could not record last use")
 
-    async def _record_auth_failure(self, integration_id: str) -> None:
+    async def record_auth_failure(self, integration_id: str) -> None:
+        """Count a refused request of the integration (§8: the app sends with a bad key)."""
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hincrby(self.redis_keys.auth_failures(), integration_id, 1)
@@ -303,7 +316,8 @@ class Ingest:
         except RedisError:
             log.warning("could not record an auth failure")
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
+        """Run `coro` in the background (kept referenced until it ends)."""
         task = asyncio.ensure_future(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)

@@ -19,6 +19,7 @@ from app.errors import BadRequest, Conflict, NotFound
 from app.integration import CHECKED, Integration, IntegrationChanges, NewIntegration, Status
 from app.redis_keys import RedisKeys
 from app.settings import Settings
+from app.webhooks import Webhooks
 
 ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
@@ -152,6 +153,7 @@ class Integrations:
         for meta in await self.list_keys(integration_id):
             if meta["revoked_at"] is None:
                 await self.revoke_key(integration_id, meta["key_id"])
+        await Webhooks(self.redis, self.settings).delete(integration)
         deleted = integration.model_copy(update={"status": Status.DELETED})
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self.redis_keys.name_index(), _fold(integration.name))

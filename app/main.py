@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.admin import PAGE_ROUTES, session_check
 from app.api import ROUTES
+from app.api_webhook import ROUTES as WEBHOOK_ROUTES
 from app.dashboard import dashboard_app
 from app.errors import AppError, storage_unavailable
 from app.ingest import EVENTS_PATH, Ingest
@@ -31,6 +32,8 @@ from app.logs import REQUEST_LINES, RequestLog, configure
 from app.metrics import metrics
 from app.openapi import openapi
 from app.settings import Settings, load_settings
+from app.webhook_ingest import WebhookIngest
+from app.webhooks import WEBHOOK_PATH
 
 log = logging.getLogger("injixo.web")
 # How long the web tier waits for one Redis reply. A request queued behind a write that
@@ -107,8 +110,21 @@ class EventsRoute:
 EVENTS = EventsRoute()
 
 
+class WebhooksRoute:
+    """Freshchat's webhook endpoint (§12) as a plain ASGI app, like the events endpoint."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request."""
+        webhooks: WebhookIngest = scope["app"].state.webhooks
+        await webhooks(scope, receive, send)
+
+
+WEBHOOKS = WebhooksRoute()
+
+
 class App(Starlette):
-    """Starlette, with `POST /v1/freshchat/events` served ahead of the middleware stack.
+    """Starlette, with `POST /v1/freshchat/events` (and Freshchat's webhooks) served ahead of
+    the middleware stack.
 
     It is the one hot path and maps its own errors and writes its own log line; skipping
     the layers took its CPU per request from about 72 to 52 µs (bench/RESULTS.md). Behind
@@ -117,10 +133,16 @@ class App(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch the events endpoint directly; everything else goes through Starlette."""
-        if scope["type"] == "http" and scope["path"] == EVENTS_PATH and scope["method"] == "POST":
-            scope["app"] = self
-            await EVENTS(scope, receive, send)
-            return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == EVENTS_PATH:
+                scope["app"] = self
+                await EVENTS(scope, receive, send)
+                return
+            if path.startswith(WEBHOOK_PATH) and "/" not in path[len(WEBHOOK_PATH) :]:
+                scope["app"] = self
+                await WEBHOOKS(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -170,6 +192,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.redis = redis
         app.state.integrations = Integrations(redis, settings)
         app.state.ingest = Ingest.build(settings, redis, sync_redis)
+        app.state.webhooks = WebhookIngest.build(app.state.ingest)
         tune_gc()
         try:
             yield
@@ -180,7 +203,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         Route(EVENTS_PATH, EVENTS, methods=["POST"]),
+        Route(WEBHOOK_PATH + "{webhook_id}", WEBHOOKS, methods=["POST"]),
         *ROUTES,
+        *WEBHOOK_ROUTES,
         *PAGE_ROUTES,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -27,17 +27,20 @@ from app.schemas import (
     Queues,
 )
 from app.settings import Settings
+from app.webhook_events import Assignment, OtherAction, Reopened, Resolution
+from app.webhooks import WebhookIn, WebhookOut
 
 REF = "#/components/schemas/{model}"
 MODELS: list[type[BaseModel]] = [
     Accepted, ApiKeyCreated, ApiKeyList, ChangesOut, Contacts, ErrorBody, IntegrationIn,
     IntegrationList, IntegrationOut, IntegrationPatch, Queues, ConversationEvent, OtherEvent,
-    DeliveryList, ChatExplained,
+    DeliveryList, ChatExplained, WebhookIn, WebhookOut, Resolution, Assignment, Reopened,
+    OtherAction,
 ]  # fmt: skip
 ERRORS = {
     "400": "invalid input (names the field)",
     "401": "missing or invalid credentials",
-    "404": "no such integration or key",
+    "404": "no such integration, key or webhook",
     "409": "conflict (duplicate name, deleted integration)",
     "410": "no longer kept (changes older than CHANGES_RETENTION_DAYS: re-read the range)",
     "413": "body over the limit",
@@ -126,6 +129,40 @@ def build(max_events: int) -> dict[str, Any]:
                     ]
                 },
             )
+        },
+        "/v1/freshchat/webhooks/{webhook_id}": {
+            "post": _op(
+                "Store one of Freshchat's own webhook events (signed with the account's RSA key)",
+                ("202", _ref(Accepted)),
+                ("400", "401", "404", "413", "415", "429", "503"),
+                "freshchatSignature",
+                body={"oneOf": [_ref(m) for m in (Resolution, Assignment, Reopened, OtherAction)]},
+                params=[_path_param("webhook_id")],
+            )
+        },
+        "/v1/integrations/{iid}/webhook": {
+            "get": _op(
+                "The integration's Freshchat webhook (URL and public key)",
+                ("200", _ref(WebhookOut)),
+                ("401", "404"),
+                "admin",
+                params=[iid],
+            ),
+            "put": _op(
+                "Paste Freshchat's webhook public key; answers the URL to paste into Freshchat",
+                ("200", _ref(WebhookOut)),
+                ("400", "401", "404", "409"),
+                "admin",
+                body=_ref(WebhookIn),
+                params=[iid],
+            ),
+            "delete": _op(
+                "Stop accepting the integration's Freshchat webhook (its URL answers 404)",
+                ("204", None),
+                ("401", "404"),
+                "admin",
+                params=[iid],
+            ),
         },
         "/v1/integrations": {
             "get": _op("List integrations", ("200", _ref(IntegrationList)), ("401",), "admin"),
@@ -257,7 +294,17 @@ def build(max_events: int) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"apiKey": bearer, "admin": bearer, "reader": bearer},
+            "securitySchemes": {
+                "apiKey": bearer,
+                "admin": bearer,
+                "reader": bearer,
+                "freshchatSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Freshchat-Signature",
+                    "description": "base64 RSA PKCS#1 v1.5 signature of SHA-256 of the raw body",
+                },
+            },
         },
     }
 

@@ -63,6 +63,14 @@ class RedisKeys:
         """Hash: integration id -> unix time the injixo app last reported `onAppUninstall`."""
         return f"{self.prefix}:appuninstalled"
 
+    def webhooks(self) -> str:
+        """Hash: integration id -> JSON of its Freshchat webhook (id, public key PEM, times)."""
+        return f"{self.prefix}:webhooks"
+
+    def webhook_owner(self, webhook_id: str) -> str:
+        """String: a webhook id (the last part of its URL) -> integration id."""
+        return f"{self.prefix}:webhook:{webhook_id}"
+
     def freshchat_calls(self) -> str:
         """Hash: outcome -> Freshchat API calls made by the workers."""
         return f"{self.prefix}:freshchatcalls"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -125,16 +127,18 @@ class DeliveredEvent(BaseModel):
 
     event: str
     conversation_id: str
-    kind: str  # solved | deleted | other
+    kind: str  # solved | deleted | assigned | other
     time: str
     group_id: str | None
     group_name: str | None
+    path: Literal["app", "webhook"]
 
 
 class Delivery(BaseModel):
     """One ingestion request of an integration (§7 deliveries log)."""
 
     id: str
+    path: Literal["app", "webhook"]  # the injixo app, or Freshchat's own webhook (§12)
     received_at: str
     status: int
     reason: str | None
@@ -156,6 +160,14 @@ class Why(BaseModel):
     text: str
 
 
+class Assignment(BaseModel):
+    """A chat's latest group seen on the webhook path (or from Freshchat's lookup)."""
+
+    group_id: str | None
+    at: str | None
+    source: Literal["webhook_assignment", "freshchat_conversation_lookup"]
+
+
 class ChatExplained(BaseModel):
     """`GET /v1/integrations/{id}/chats/{conversation_id}`."""
 
@@ -166,4 +178,5 @@ class ChatExplained(BaseModel):
     interval_start: str | None
     queue: str | None
     why: Why
+    assignment: Assignment | None = None
     deliveries: list[Delivery]

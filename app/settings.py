@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     encryption_key: str
     freshchat_allow_insecure: bool = False
     port: int = Field(default=8000, ge=1, le=65535)
+    #: This service's address as Freshchat reaches it (webhook URLs, §12); "" = as requested.
+    public_url: str = Field(default="", pattern=r"^(https?://[^/?#\s]+)?$")
     web_concurrency: int = Field(default=1, ge=1, le=64)
     key_prefix: str = Field(default="ifc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     rq_queue: str = Field(default="injixo", pattern=r"^[A-Za-z0-9_.-]{1,64}$")

@@ -148,7 +148,7 @@ def switch_off(parts: set[str]) -> None:
         async def stored(self: app.ingest.Ingest, cred: Any, *rest: Any) -> StoreOutcome:
             return STORED_OK
 
-        app.ingest.Ingest._store = stored  # type: ignore[method-assign,assignment]
+        app.ingest.Ingest.store = stored  # type: ignore[method-assign,assignment]
     if "log" in parts:
         app.logs.RequestLines._queue = lambda self, fields: None  # type: ignore[method-assign]
     if "metrics" in parts:

@@ -4,7 +4,9 @@ and the oracles the counts are checked against."""
 
 from __future__ import annotations
 
+import base64
 import copy
+import functools
 import json
 import random
 import time
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # the bench imports this module too, without the test-only ht
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "freshworks"
+WEBHOOK_FIXTURES = ROOT.parent / "shared" / "fixtures" / "freshchat-webhooks"
 
 # --- settings and credentials --------------------------------------------------------------
 
@@ -266,6 +269,86 @@ def post_events(
     sent.update(headers)
     content = body if isinstance(body, bytes | Iterator) else orjson.dumps(body)
     return client.post(EVENTS, content=content, headers=sent)
+
+
+# --- Freshchat's own webhooks (§12) -----------------------------------------------------------
+
+
+def webhook_key_pem() -> str:
+    """The fixtures' test public key, as Freshchat's settings page shows it."""
+    return (WEBHOOK_FIXTURES / "test_public_key.pem").read_text()
+
+
+@functools.cache
+def _private_key(pem: bytes) -> Any:
+    """A PEM private key, loaded once (loading checks the key: tens of milliseconds)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(pem, password=None)
+
+
+def sign(body: bytes, private_pem: bytes | None = None) -> str:
+    """`X-Freshchat-Signature` for `body`: base64 RSA PKCS#1 v1.5 over SHA-256 (test key)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = _private_key(private_pem or (WEBHOOK_FIXTURES / "test_private_key.pem").read_bytes())
+    assert isinstance(key, rsa.RSAPrivateKey)
+    signature = key.sign(body, padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(signature).decode()
+
+
+def webhook_event(
+    action: str, conversation_id: str, time_ms: int, group_id: str | None = None
+) -> dict[str, Any]:
+    """A Freshchat webhook body in the fixtures' shape (`group_id`: the resolution's own
+    `assigned_group_id`, or an assignment's `to_group_id`)."""
+    conversation: dict[str, Any] = {
+        "conversation_id": conversation_id,
+        "app_id": "8f0c3b52-6a1e-4d3e-9a57-1c2b3d4e5f60",
+        "status": {"conversation_resolution": "resolved"}.get(action, "assigned"),
+        "assigned_agent_id": "2b6f0a7e-3c41-4f0e-8d2a-7a9b1c2d3e4f",
+    }
+    if group_id is not None:
+        conversation["assigned_group_id"] = group_id
+    data: dict[str, Any]
+    if action == "conversation_resolution":
+        data = {"resolve": {"resolver": "agent", "conversation": conversation}}
+    elif action == "conversation_assignment":
+        data = {"assignment": {"to_group_id": group_id, "conversation": conversation}}
+    elif action == "conversation_reopen":
+        data = {"reopen": {"reopener": "user", "conversation": conversation}}
+    else:
+        data = {"message": {"conversation_id": conversation_id, "message_parts": []}}
+    return {
+        "actor": {"actor_type": "agent", "actor_id": "2b6f0a7e-3c41-4f0e-8d2a-7a9b1c2d3e4f"},
+        "action": action,
+        "action_time": iso(time_ms),
+        "data": data,
+    }
+
+
+def set_up_webhook(client: TestClient, iid: str, public_key: str | None = None) -> str:
+    """Paste the test public key for the integration; returns the webhook's path."""
+    answer = client.put(
+        f"/v1/integrations/{iid}/webhook",
+        json={"public_key": public_key or webhook_key_pem()},
+        headers=ADMIN,
+    )
+    assert answer.status_code == 200, answer.text
+    return "/v1/freshchat/webhooks/" + str(answer.json()["webhook_id"])
+
+
+def post_webhook(
+    client: Poster[ResponseT], path: str, body: object, signature: str | None = "", **headers: str
+) -> ResponseT:
+    """POST a webhook body signed with the test key ("" signs it; None sends no signature)."""
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    sent = {"Content-Type": "application/json"}
+    if signature is not None:
+        sent["X-Freshchat-Signature"] = signature or sign(content)
+    sent.update(headers)
+    return client.post(path, content=content, headers=sent)
 
 
 def create_integration(client: TestClient, name: str = "Acme", **extra: Any) -> tuple[str, str]:

@@ -17,8 +17,8 @@ from app.admin.contacts import carried, file_name, inert, label_rows, page_csv
 from app.intervals import parse_query
 from app.main import create_app
 from app.settings import Settings
+from tests.page_support import saved_integration, sign_in
 from tests.support import ADMIN, apply_all, at, conv_event, shard_of, store
-from tests.test_admin_page import saved_integration, sign_in
 
 DASH = "\u2013"
 DAY = "2026-11-20"

@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from app.admin.deliveries import PAGE_SIZE
 from app.main import create_app
 from app.settings import Settings
+from tests.page_support import sign_in
 from tests.redis_server import RedisServer
 from tests.support import (
     ADMIN,
@@ -31,7 +32,6 @@ from tests.support import (
     shard_of,
     wait_until,
 )
-from tests.test_admin_page import sign_in
 
 T = at("2026-11-23T08:07")
 DASH = "\u2013"

@@ -17,9 +17,9 @@ from app.admin.session import SESSION_COOKIE
 from app.main import create_app
 from app.redis_keys import RedisKeys
 from tests.freshchat_standin import FreshchatStandIn, running
+from tests.page_support import FORM, hidden_csrf, saved_integration, sign_in
 from tests.redis_server import RedisServer, free_port
 from tests.support import ADMIN, ADMIN_TOKEN, ENCRYPTION_KEY, make_settings
-from tests.test_admin_page import FORM, hidden_csrf, saved_integration, sign_in
 
 GOOD = "fc-good-key"
 URL = "redis://127.0.0.1:1/0"  # settings only for key names

@@ -21,15 +21,13 @@ from app.admin.session import (
     safe_next,
     session_valid,
 )
-from app.admin.status import health
 from app.integration import Integration, Status
 from app.main import create_app
 from app.redis_keys import RedisKeys
 from app.settings import Settings
+from tests.page_support import FORM, hidden_csrf, saved_integration, sign_in
 from tests.redis_server import RedisServer, free_port
 from tests.support import ADMIN, ADMIN_TOKEN, make_settings
-
-FORM = "/account/integrations/new/freshworks/freshchat"
 
 
 @pytest.fixture
@@ -43,29 +41,6 @@ def web(page_settings: Settings) -> Iterator[TestClient]:
     """The app in-process; redirects are not followed so each step can be checked."""
     with TestClient(create_app(page_settings), follow_redirects=False) as test_client:
         yield test_client
-
-
-def hidden_csrf(text: str) -> str:
-    """The CSRF token of the first form on a page."""
-    found = re.search(r'name="csrf" value="([^"]+)"', text)
-    assert found, text
-    return found.group(1)
-
-
-def sign_in(web: TestClient) -> str:
-    """Sign in with the admin token; returns the page CSRF token."""
-    form = web.get("/signin")
-    assert form.status_code == 200
-    response = web.post(
-        "/signin",
-        data={"token": ADMIN_TOKEN, "csrf": hidden_csrf(form.text)},
-        follow_redirects=False,  # also with the shared `client`, which follows them
-    )
-    assert response.status_code == 303, response.text
-    assert response.headers["location"] == "/account/integrations"
-    page = web.get("/account/integrations")
-    assert page.status_code == 200
-    return hidden_csrf(page.text)
 
 
 def submit(web: TestClient, csrf: str, name: str, domain: str, key: str) -> str:
@@ -246,22 +221,6 @@ def test_missing_fields_are_inline_errors(web: TestClient) -> None:
         assert f'id="{field}-error"' in text
 
 
-def saved_integration(web: TestClient) -> str:
-    """An integration created through the API (no Freshchat check); returns its id."""
-    created = web.post(
-        "/v1/integrations",
-        headers=ADMIN,
-        json={
-            "name": "Acme <b>",
-            "freshchat_domain": "acme.freshchat.com",
-            "freshchat_api_key": "k",
-            "verify": False,
-        },
-    )
-    iid: str = created.json()["id"]
-    return iid
-
-
 def test_generated_key_is_shown_once_with_no_store(web: TestClient) -> None:
     csrf = sign_in(web)
     iid = saved_integration(web)
@@ -349,19 +308,6 @@ def test_activity_reader(page_settings: Settings) -> None:
             await client.aclose()
 
     asyncio.run(run())
-
-
-def test_health_flags_silent_integrations() -> None:
-    now = 2_000_000_000.0
-    record = _integration(created_at=int(now) - 60)
-    assert health(record, None, 0, now).level == "waiting"
-    assert health(record, None, 4, now).level == "warning"
-    assert health(record, int(now) - 30, 0, now).level == "ok"
-    assert health(record, int(now) - 3 * 86400, 0, now).level == "warning"
-    old = _integration(created_at=int(now) - 3 * 86400)
-    assert health(old, None, 0, now).level == "warning"
-    deleted = _integration(created_at=int(now), status=Status.DELETED)
-    assert health(deleted, None, 0, now).level == "deleted"
 
 
 def _integration(created_at: int, status: Status = Status.ACTIVE) -> Integration:

@@ -26,6 +26,7 @@ from app.settings import Settings, load_settings
 from tests.support import (
     G1,
     ROOT,
+    WEBHOOK_FIXTURES,
     apply_all,
     at,
     conv_event,
@@ -307,7 +308,8 @@ def test_only_commands_that_read_go_without_the_key_and_every_one_takes_json() -
     found = dict(commands(build_parser()))
     read_only = {name for name, p in found.items() if p.get_default("read_only")}
     assert read_only == {
-        "integrations list", "keys list", "contacts", "changes", "deliveries", "explain"
+        "integrations list", "keys list", "contacts", "changes", "deliveries", "explain",
+        "webhook show",
     }  # fmt: skip
     assert [name for name, p in found.items() if "--json" not in p._option_string_actions] == []
     assert {"integrations update", "integrations delete", "dev"} <= set(found)
@@ -348,3 +350,34 @@ def test_deliveries_explain_and_state_from_the_cli(
     assert code == 1 and "chat not found" in err
     code, out, _ = run(capsys, "integrations", "list", "--json")
     assert orjson.loads(out)["integrations"][0]["state"] == "receiving"
+
+
+def test_webhook_set_show_delete(
+    env: Settings,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    iid = add_acme(capsys)
+    copied = tmp_path / "key.txt"
+    copied.write_text((WEBHOOK_FIXTURES / "test_public_key_as_copied.txt").read_text())
+    code, out, err = run(capsys, "webhook", "set", iid, "--public-key-file", str(copied))
+    assert code == 0, err
+    assert "/v1/freshchat/webhooks/" in out and "PUBLIC_URL is not set" in out
+    code, out, _ = run(capsys, "webhook", "show", iid, "--json")
+    hook = orjson.loads(out)
+    assert hook["url"] == "/v1/freshchat/webhooks/" + hook["webhook_id"]
+    monkeypatch.setenv("PUBLIC_URL", "https://wfm.example.com")
+    code, out, _ = run(capsys, "webhook", "show", iid)
+    assert f"https://wfm.example.com/v1/freshchat/webhooks/{hook['webhook_id']}" in out
+    assert "never" in out
+    bad = tmp_path / "bad.txt"
+    bad.write_text("not a key")
+    code, _, err = run(capsys, "webhook", "set", iid, "--public-key-file", str(bad))
+    assert code == 1 and "not a valid RSA public key" in err
+    code, _, err = run(capsys, "webhook", "set", iid, "--public-key-file", str(tmp_path / "no"))
+    assert code == 1 and "cannot read --public-key-file" in err
+    code, out, _ = run(capsys, "webhook", "delete", iid)
+    assert code == 0 and "deleted" in out
+    code, _, err = run(capsys, "webhook", "show", iid)
+    assert code == 1 and "has no Freshchat webhook" in err

@@ -57,6 +57,7 @@ def test_every_request_is_logged_newest_first_with_what_counting_saw(
             "time": "2026-11-23T08:07:00Z",
             "group_id": None,
             "group_name": None,
+            "path": "app",
         }
     ]
     assert first["events"][0]["kind"] == "other"

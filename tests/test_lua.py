@@ -76,6 +76,7 @@ def test_the_apply_script_uses_the_shared_values() -> None:
 def test_every_why_digit_the_apply_script_writes_is_explained() -> None:
     written = set(re.findall(r"why = [^\n]*'(\d)'", source(Lua.APPLY)))
     written |= set(re.findall(r"local qname, why = UNDEF, '(\d)'", source(Lua.APPLY)))
+    written |= set(re.findall(r"source = '(\d)'", source(Lua.APPLY)))
     assert written == set(WHY)
     t = 1_795_000_000_123
     small = f"{(t - CHAT_EPOCH_MS) * QUEUE_BITS + 7}3"
@@ -87,7 +88,9 @@ def test_the_apply_script_knows_every_event_kind() -> None:
     text = source(Lua.APPLY)
     accepted = " and ".join(f"kind ~= {int(k)}" for k in Kind)
     assert f"if {accepted} then return nil, 'bad kind' end" in text
-    assert f"if kind == {int(Kind.OTHER)} then" in text
+    assert f"if kind == {int(Kind.OTHER)} or kind == {int(Kind.ASSIGNED)} then" in text
+    assert f"if kind == {int(Kind.ASSIGNED)} then assign(" in text
+    assert f"if kind == {int(Kind.SOLVED_GROUP_UNNAMED)} then" in text
     assert f"if kind == {int(Kind.SOLVED)} then" in text
 
 

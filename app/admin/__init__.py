@@ -33,6 +33,7 @@ from app.admin.pages import (
 )
 from app.admin.session import session_check
 from app.admin.signin import signin_page, signout
+from app.admin.webhook import delete_webhook, set_webhook
 
 __all__ = ["PAGE_ROUTES", "session_check"]
 
@@ -57,6 +58,8 @@ PAGE_ROUTES: list[BaseRoute] = [
     Route("/account/integrations/{iid}/chats/{conversation_id:path}", get_chat, methods=["GET"]),
     # An action's URL answers GET too (with its page): a reload never meets a bare 405.
     Route("/account/integrations/{iid}/keys", new_key, methods=["GET", "POST"]),
+    Route("/account/integrations/{iid}/webhook", set_webhook, methods=["GET", "POST"]),
+    Route("/account/integrations/{iid}/webhook/delete", delete_webhook, methods=["GET", "POST"]),
     Route("/account/integrations/{iid}/keys/{key_id}/revoke", revoke_key, methods=["GET", "POST"]),
     Mount("/static", app=StaticFiles(directory=APP_DIR / "static"), name="static"),
 ]

@@ -40,6 +40,7 @@ ANSWERS = {
     202: "Accepted",
     400: "Rejected: not a valid request",
     401: "Refused: wrong or revoked injixo API key",
+    404: "Refused: the webhook was deleted or given a new URL",
     413: "Rejected: too large",
     415: "Rejected: not JSON",
     429: "Refused: too many events at once (the app sends them again)",
@@ -49,10 +50,16 @@ EVENTS = {
     "onConversationCreate": "Conversation created",
     "onConversationUpdate": "Conversation updated",
     "onConversationDelete": "Conversation deleted",
+    "conversation_resolution": "Conversation resolved",
+    "conversation_assignment": "Conversation assigned",
+    "conversation_reopen": "Conversation reopened",
 }
+PATHS = {"app": "injixo app", "webhook": "Freshchat webhook"}
+WEBHOOK_ANSWERS = {401: "Refused: missing or wrong signature (check the public key pasted here)"}
 KINDS = {
     "solved": "Solved",
     "deleted": "Deleted or spam",
+    "assigned": "Assigned",
     "other": "Other change",
 }
 
@@ -153,7 +160,10 @@ def shown_delivery(view: View, delivery: dict[str, Any]) -> dict[str, Any]:
         "received_at": delivery["received_at"],
         "status": status,
         "accepted_request": status == 202,
-        "answer": ANSWERS.get(status, "Not accepted"),
+        "answer": (WEBHOOK_ANSWERS if delivery["path"] == "webhook" else {}).get(
+            status, ANSWERS.get(status, "Not accepted")
+        ),
+        "path": PATHS.get(delivery["path"], delivery["path"]),
         "reason": words,
         "reason_code": code,
         "accepted": delivery["accepted"],
@@ -165,7 +175,7 @@ def shown_delivery(view: View, delivery: dict[str, Any]) -> dict[str, Any]:
                 "conversation_id": e["conversation_id"],
                 "chat_url": view.chat_url(e["conversation_id"]),
                 "kind": KINDS.get(e["kind"], e["kind"]),
-                "terminal": e["kind"] != "other",
+                "terminal": e["kind"] in ("solved", "deleted"),
                 "time": view.moment(e["time"]),
                 "time_iso": e["time"],
                 "group": _group(e),
@@ -238,6 +248,16 @@ async def get_deliveries(request: Request) -> Response:
 # --- one chat ------------------------------------------------------------------------------
 
 
+def _assignment(view: View, found: dict[str, Any] | None) -> str:
+    """The chat's latest group seen on the webhook path, in words ("" when none)."""
+    if not found:
+        return ""
+    group = f"group id {found['group_id']}" if found.get("group_id") else "no group"
+    if found.get("source") == "freshchat_conversation_lookup":
+        return f"{group}, as Freshchat's conversation lookup answered"
+    return f"{group}, assigned {view.moment(found.get('at'))} {view.zone_name} (Freshchat webhook)"
+
+
 def shown_chat(view: View, found: dict[str, Any]) -> dict[str, Any]:
     """The explanation as the page words it."""
     start = found.get("interval_start")
@@ -258,6 +278,7 @@ def shown_chat(view: View, found: dict[str, Any]) -> dict[str, Any]:
         "queue": found.get("queue") or "",
         "why": sentence(str(why.get("text", ""))),
         "why_code": str(why.get("code", "")),
+        "assignment": _assignment(view, found.get("assignment")),
         "deliveries": [shown_delivery(view, d) for d in found.get("deliveries", [])],
     }
 

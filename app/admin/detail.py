@@ -22,6 +22,7 @@ from app.admin.states import state_view
 from app.admin.status import status_rows
 from app.errors import Conflict, NotFound
 from app.intervals import INTERVALS
+from app.webhooks import Webhooks
 
 NO_KEY = "There is no such injixo API key."
 
@@ -42,6 +43,8 @@ async def _detail(page: Page, iid: str) -> Response:
     view = await read_view(page, record)
     (status_row,) = await status_rows(page.redis, page.redis_keys, [record], page.settings)
     recent = await recent_deliveries(page, record)
+    webhooks = Webhooks(page.redis, page.settings)
+    webhook = await webhooks.view_if_set(record.id, str(page.request.base_url))
     zone = chosen_zone(page.request)
     carry = carried(page.request.query_params)
     revoked_id = page.flash.get("revoked")
@@ -56,6 +59,10 @@ async def _detail(page: Page, iid: str) -> Response:
             "recent": recent,
             "deliveries_zone": zone.key if zone is not None else "UTC",
             "keys": keys,
+            "webhook": webhook,
+            "webhook_saved": page.flash.get("webhook_saved"),
+            "webhook_problem": page.flash.get("webhook_problem"),
+            "webhook_pasted": page.flash.get("webhook_pasted", ""),
             "new_key": page.flash.get("new_key"),
             "saved": bool(page.flash.get("saved")),
             "revoked": revoked,

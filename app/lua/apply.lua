@@ -15,7 +15,8 @@
 -- incremented by the ingest script, decremented here.
 -- A counted chat's state ends in one digit saying why it is in its queue (§7 explain):
 -- 1 name in the event, 2 name learnt from another event, 3 name from Freshchat, 4 no group,
--- 5 deleted or spam, 6 group unknown to Freshchat. Appended as a digit, the state stays
+-- 5 deleted or spam, 6 group unknown to Freshchat, 7 group of the chat's latest assignment
+-- (webhook path), 8 group from Freshchat's conversation lookup. Appended as a digit, the state stays
 -- one integer (below 2^63: Redis keeps it in the key's object, no allocation).
 -- Revisions (§6): every batch that changed counts takes the shard's next revision (hash
 -- P..'rv', field '#'), and each changed 15-minute interval and queue is scored with it
@@ -23,6 +24,9 @@
 -- cost flat however many integrations a batch touches. The first revision of every
 -- hour is kept (hash P..'ck') so that history older than the retention can be dropped,
 -- raising the shard's floor (P..'rv' field '/f') below which `changes` says 410.
+-- Kinds: 0 other, 1 solved, 2 deleted/spam, 3 solved naming no group (webhook path: the
+-- group of the chat's latest assignment P..'a:'<iid>':'<chat>, else Freshchat's lookup),
+-- 4 assigned (webhook path).
 -- Returns {last id read, applied, {iid, gid, ...} needing a group name, {dead ids}, error}
 
 local src, dead, stats = KEYS[1], KEYS[2], KEYS[3]
@@ -177,14 +181,40 @@ local function refresh(iid, gid)
   end
 end
 
--- Returns nil when applied, or the group id whose name is needed first.
+-- An assignment (kind 4, webhook path): the chat's latest one is kept, "<time>:<gid>"
+-- (latest time, then smallest group id: the same in any order); a time-0 entry is
+-- Freshchat's conversation lookup, which any assignment seen replaces.
+local function assign(akey, t, gid)
+  local cur = redis.call('GET', akey)
+  if cur then
+    local ct, cg = string.match(cur, '^(%d+):(.*)$')
+    ct = tonumber(ct)
+    if ct and (ct > t or (ct == t and cg <= gid)) then
+      redis.call('PEXPIRE', akey, chat_ttl)
+      return
+    end
+  end
+  redis.call('SET', akey, string.format('%.0f', t) .. ':' .. gid, 'PX', chat_ttl)
+end
+
+-- Returns nil when applied, or what is needed first: a group id's name, or '@'<chat> for
+-- the chat's group from Freshchat's conversation lookup.
 local function apply(ev)
   local iid, chat, kind, t, gid, gname = ev[1], ev[2], ev[3], ev[4], ev[5], ev[6]
   local ckey = P .. 'c:' .. iid .. ':' .. chat
   if gid ~= '' and gname ~= '' then learn(iid, gid, gname) end
-  if kind == 0 then
+  if kind == 0 or kind == 4 then
+    if kind == 4 then assign(P .. 'a:' .. iid .. ':' .. chat, t, gid) end
     redis.call('PEXPIRE', ckey, chat_ttl)
     return nil
+  end
+  local source = nil -- why digit of a group found for a resolution that named none
+  if kind == 3 then
+    local v = redis.call('GET', P .. 'a:' .. iid .. ':' .. chat)
+    if not v then return '@' .. chat end
+    local at, g = string.match(v, '^(%d+):(.*)$')
+    gid, kind = g or '', 1
+    if at == '0' then source = '8' else source = '7' end
   end
   local qname, why = UNDEF, '5'
   if kind == 1 then
@@ -206,6 +236,7 @@ local function apply(ev)
         qname, why = v, '2'
       end
     end
+    if source and gid ~= '' and why ~= '6' then why = source end
   end
   local q = qid_of(iid, qname)
   seen(iid, q, t)
@@ -235,7 +266,7 @@ local function valid(fields)
   local iid, chat, kind, t, gid, gname = ev[1], ev[2], ev[3], ev[4], ev[5], ev[6]
   if type(iid) ~= 'string' or not string.match(iid, '^[a-z0-9]+$') then return nil, 'bad integration id' end
   if type(chat) ~= 'string' or chat == '' then return nil, 'bad chat id' end
-  if kind ~= 0 and kind ~= 1 and kind ~= 2 then return nil, 'bad kind' end
+  if kind ~= 0 and kind ~= 1 and kind ~= 2 and kind ~= 3 and kind ~= 4 then return nil, 'bad kind' end
   if type(t) ~= 'number' or t <= 0 or t >= 8796093022208 or t ~= floor(t) then return nil, 'bad time' end
   if type(gid) ~= 'string' or type(gname) ~= 'string' then return nil, 'bad group' end
   local first = string.byte(gname, 1)

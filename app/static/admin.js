@@ -2,18 +2,20 @@
 (function () {
   "use strict";
 
-  function announce(text) {
-    var status = document.getElementById("copy-status");
+  function announce(text, button) {
+    // Each copy button may name its own live region (data-status); else the new key's.
+    var id = (button && button.getAttribute("data-status")) || "copy-status";
+    var status = document.getElementById(id);
     if (status) { status.textContent = text; }
   }
 
-  function selectFallback(input) {
+  function selectFallback(input, button) {
     input.focus();
     input.select();
     input.setSelectionRange(0, input.value.length);
     var copied = false;
     try { copied = document.execCommand("copy"); } catch (e) { copied = false; }
-    announce(copied ? "Copied to the clipboard." : "Selected: press Ctrl+C (or \u2318C) to copy.");
+    announce(copied ? "Copied to the clipboard." : "Selected: press Ctrl+C (or \u2318C) to copy.", button);
   }
 
   document.addEventListener("click", function (event) {
@@ -23,11 +25,11 @@
     if (!input) { return; }
     if (navigator.clipboard && window.isSecureContext) {
       navigator.clipboard.writeText(input.value).then(
-        function () { announce("Copied to the clipboard."); button.textContent = "Copied"; },
-        function () { selectFallback(input); }
+        function () { announce("Copied to the clipboard.", button); button.textContent = "Copied"; },
+        function () { selectFallback(input, button); }
       );
     } else {
-      selectFallback(input);
+      selectFallback(input, button);
     }
   });
 
