@@ -41,3 +41,24 @@ def enqueue_apply_event(redis: Redis, settings: Settings, shard: int, dead_id: s
         description=f"apply dead-lettered event {dead_id} of shard {shard}",
     )
     return str(job.id)
+
+
+BACKFILL = "workers.backfill.run_backfill"
+BACKFILL_TIMEOUT_S = 3600  # one job does a step or a few; a longer one is surely stuck
+
+
+def enqueue_backfill(
+    redis: Redis, settings: Settings, integration_id: str, backfill_id: str
+) -> str:
+    """Queue the next steps of a backfill (§13); returns the job id (visible in /rq)."""
+    job = Queue(settings.rq_queue, connection=redis).enqueue(
+        BACKFILL,
+        integration_id,
+        backfill_id,
+        job_id=f"backfill-{backfill_id}-{uuid.uuid4().hex[:8]}",
+        job_timeout=BACKFILL_TIMEOUT_S,
+        result_ttl=3600,
+        failure_ttl=7 * 86400,
+        description=f"backfill {backfill_id} of integration {integration_id}",
+    )
+    return str(job.id)

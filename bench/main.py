@@ -1,6 +1,6 @@
 """The §10 benchmark: one run, one table, every figure against a baseline of the same run.
 
-bench/run [--quick] [--only ingest,batch,processing,freshness,stuck,memory,growth,reads]
+bench/run [--quick] [--only ingest,batch,processing,freshness,stuck,memory,growth,reads,backfill]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 
-from bench import batch, freshness, growth, ingest, memory, processing, reads, stuck
+from bench import backfill, batch, freshness, growth, ingest, memory, processing, reads, stuck
 from bench.common import Row, log
 
 SECTIONS: dict[str, Callable[[bool, int], tuple[list[Row], list[str]]]] = {
@@ -29,6 +29,7 @@ SECTIONS: dict[str, Callable[[bool, int], tuple[list[Row], list[str]]]] = {
     "memory": memory.measure,
     "growth": growth.measure,
     "reads": reads.measure,
+    "backfill": backfill.measure,
 }
 
 

@@ -1,5 +1,5 @@
-"""The worker process: an RQ worker serving one Drainer, plus a janitor that schedules
-drains nobody scheduled."""
+"""The worker process: an RQ worker serving one Drainer and one Backfiller, plus a janitor
+that schedules drains nobody scheduled and the next jobs of backfills that are due."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 
+from app.backfills import schedule_backfills
 from app.jobs import enqueue_drain
 from app.logs import configure
 from app.redis_keys import RedisKeys
 from app.settings import Settings
+from workers import backfill
 from workers.drain import Drainer, serving
 
 log = logging.getLogger("injixo.worker")
@@ -60,6 +62,8 @@ def _janitor(redis: Redis, settings: Settings, stop: threading.Event) -> None:
             shards = schedule_pending(redis, settings)
             if shards:
                 log.info("janitor scheduled drains for shards %s", shards)
+            if backfills := schedule_backfills(redis, settings):
+                log.info("janitor scheduled backfill jobs for %s", backfills)
         except Exception:  # the janitor must outlive a Redis outage
             log.warning("janitor pass failed", exc_info=True)
 
@@ -69,6 +73,7 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
     configure(settings.log_level)
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
     schedule_pending(redis, settings, force=burst)
+    schedule_backfills(redis, settings)
     stop = threading.Event()
     if not burst:
         janitor_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
@@ -77,12 +82,14 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
         ).start()
     data = Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
     drainer = Drainer.build(settings, data)
+    backfiller = backfill.Backfiller.build(settings, data)
     try:
-        with serving(drainer):
+        with serving(drainer), backfill.serving(backfiller):
             return _work(settings, redis, burst)
     finally:
         stop.set()
         drainer.close()
+        backfiller.close()
         data.close()
 
 
