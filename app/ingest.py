@@ -66,20 +66,16 @@ def _error_parts(exc: AppError) -> tuple[int, Headers, bytes]:
     return exc.status, (_JSON, (b"content-length", str(len(body)).encode()), *extra), body
 
 
-_WANTED = frozenset((b"authorization", b"content-type", b"content-length"))
+_EVENT_HEADERS = (b"authorization", b"content-type", b"content-length")
 
 
-def _headers(scope: Scope) -> tuple[str, str, str]:
-    """Authorization, Content-Type and Content-Length (first of each; "" when absent)."""
+def header_values(scope: Scope, names: tuple[bytes, ...]) -> tuple[str, ...]:
+    """The first value of each named header (lower-case names), "" when absent."""
     found: dict[bytes, bytes] = {}
     for name, value in scope["headers"]:
-        if name in _WANTED and name not in found:
+        if name in names and name not in found:
             found[name] = value
-    return (
-        found.get(b"authorization", b"").decode("latin-1"),
-        found.get(b"content-type", b"").decode("latin-1"),
-        found.get(b"content-length", b"").decode("latin-1"),
-    )
+    return tuple(found.get(name, b"").decode("latin-1") for name in names)
 
 
 @dataclass(frozen=True)
@@ -207,7 +203,7 @@ class Ingest:
     async def _ingest(
         self, scope: Scope, receive: Receive, fields: dict[str, Any]
     ) -> tuple[int, int]:
-        authorization, content_type, length = _headers(scope)
+        authorization, content_type, length = header_values(scope, _EVENT_HEADERS)
         secret = bearer_of(authorization)
         cred = await self.directory.lookup(secret) if secret else None  # RedisError: 503
         if cred is None:

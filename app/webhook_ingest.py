@@ -25,7 +25,7 @@ from app.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from app.ingest import Credential, Ingest
+from app.ingest import Credential, Ingest, header_values
 from app.integration import Integration
 from app.lua import Stored
 from app.metrics import AUTH_FAILURES
@@ -40,9 +40,8 @@ CACHE_MAX = 10_000
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 UNKNOWN = "no such webhook: copy the URL from the integration's page in injixo again"
 BAD_SIGNATURE = "missing or invalid X-Freshchat-Signature"
-_WANTED = frozenset(
-    (b"x-freshchat-signature", b"content-type", b"content-length", b"x-retry-count")
-)
+#: X-Freshchat-Signature, Content-Type, Content-Length and X-Retry-Count.
+_HEADERS = (b"x-freshchat-signature", b"content-type", b"content-length", b"x-retry-count")
 
 
 @dataclass(frozen=True)
@@ -103,20 +102,6 @@ class WebhookDirectory:
         return Receiver(cred, key)
 
 
-def _headers(scope: Scope) -> tuple[str, str, str, str]:
-    """X-Freshchat-Signature, Content-Type, Content-Length and X-Retry-Count ("" if absent)."""
-    found: dict[bytes, bytes] = {}
-    for name, value in scope["headers"]:
-        if name in _WANTED and name not in found:
-            found[name] = value
-    return (
-        found.get(b"x-freshchat-signature", b"").decode("latin-1"),
-        found.get(b"content-type", b"").decode("latin-1"),
-        found.get(b"content-length", b"").decode("latin-1"),
-        found.get(b"x-retry-count", b"").decode("latin-1"),
-    )
-
-
 @dataclass
 class WebhookIngest:
     """The webhook endpoint, sharing the events endpoint's Ingest (commit, log, answers)."""
@@ -142,7 +127,7 @@ class WebhookIngest:
             raise NotFound(UNKNOWN)
         cred, ingest = receiver.cred, self.ingest
         fields["integration"], fields["via"] = cred.integration_id, "webhook"
-        signature, content_type, length, retry = _headers(scope)
+        signature, content_type, length, retry = header_values(scope, _HEADERS)
         if retry.isdigit():  # Freshchat's retry of an earlier delivery: counted once anyway
             fields["retry"] = int(retry[:6])
         try:

@@ -3,11 +3,12 @@ to paste back into Freshchat; replace the key, or stop accepting the webhook."""
 
 from __future__ import annotations
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from app.admin.detail import integration_url
-from app.admin.page import form_field, posted_form, sentence
+from app.admin.page import Page, form_field, posted_form, sentence
 from app.admin.session import HOME
 from app.errors import AppError, NotFound
 from app.webhooks import WebhookIn, Webhooks
@@ -16,16 +17,21 @@ SECTION = "#webhook"
 NO_INTEGRATION = "There is no such integration."
 
 
+async def _posted(request: Request) -> tuple[Page, FormData] | Response:
+    """The signed-in POST with its form, or the response instead (GET: to the section)."""
+    if request.method == "GET":
+        return RedirectResponse(integration_url(request, SECTION), 303)
+    return await posted_form(request)
+
+
 async def set_webhook(request: Request) -> Response:
     """*Save public key* (POST): store it and show the URL; the page again with the error
     and the pasted text when it is not an RSA public key. GET goes to the section."""
-    target = integration_url(request, SECTION)
-    if request.method == "GET":
-        return RedirectResponse(target, 303)
-    posted = await posted_form(request)
+    posted = await _posted(request)
     if isinstance(posted, Response):
         return posted
     page, form = posted
+    target = integration_url(request, SECTION)
     pasted = form_field(form, "public_key")
     given = WebhookIn(public_key=pasted, new_url=form_field(form, "new_url") == "1")
     try:
@@ -44,13 +50,11 @@ async def set_webhook(request: Request) -> Response:
 
 async def delete_webhook(request: Request) -> Response:
     """*Stop accepting webhooks* (POST): the URL answers 404 from then on."""
-    target = integration_url(request, SECTION)
-    if request.method == "GET":
-        return RedirectResponse(target, 303)
-    posted = await posted_form(request)
+    posted = await _posted(request)
     if isinstance(posted, Response):
         return posted
     page, _ = posted
+    target = integration_url(request, SECTION)
     try:
         record = await page.integrations.get(request.path_params["iid"])
     except NotFound:
