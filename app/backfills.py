@@ -124,7 +124,7 @@ def parse_range(body: object, today: date, retention_days: int) -> tuple[date, d
         if day > today:
             raise _bad(name, f"{name} is in the future (today is {today.isoformat()} UTC)")
     if first > last:
-        raise _bad("from", "from must not be after to")
+        raise _bad("from", f"from ({first.isoformat()}) is after to ({last.isoformat()})")
     if first < earliest:
         raise _bad(
             "from",

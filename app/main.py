@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.admin import PAGE_ROUTES, session_check
 from app.api import ROUTES
+from app.api_backfill import ROUTES as BACKFILL_ROUTES
 from app.api_webhook import ROUTES as WEBHOOK_ROUTES
 from app.dashboard import dashboard_app
 from app.errors import AppError, storage_unavailable
@@ -206,6 +207,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(WEBHOOK_PATH + "{webhook_id}", WEBHOOKS, methods=["POST"]),
         *ROUTES,
         *WEBHOOK_ROUTES,
+        *BACKFILL_ROUTES,
         *PAGE_ROUTES,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api import IntegrationIn, IntegrationPatch
+from app.backfill_schemas import BackfillIn, BackfillList, BackfillOut
 from app.events import ConversationEvent, OtherEvent
 from app.intervals import INTERVALS
 from app.schemas import (
@@ -35,13 +36,13 @@ MODELS: list[type[BaseModel]] = [
     Accepted, ApiKeyCreated, ApiKeyList, ChangesOut, Contacts, ErrorBody, IntegrationIn,
     IntegrationList, IntegrationOut, IntegrationPatch, Queues, ConversationEvent, OtherEvent,
     DeliveryList, ChatExplained, WebhookIn, WebhookOut, Resolution, Assignment, Reopened,
-    OtherAction,
+    OtherAction, BackfillIn, BackfillOut, BackfillList,
 ]  # fmt: skip
 ERRORS = {
     "400": "invalid input (names the field)",
     "401": "missing or invalid credentials",
-    "404": "no such integration, key or webhook",
-    "409": "conflict (duplicate name, deleted integration)",
+    "404": "no such integration, key, webhook or backfill",
+    "409": "conflict (duplicate name, deleted integration, a backfill already running)",
     "410": "no longer kept (changes older than CHANGES_RETENTION_DAYS: re-read the range)",
     "413": "body over the limit",
     "415": "not JSON",
@@ -162,6 +163,40 @@ def build(max_events: int) -> dict[str, Any]:
                 ("401", "404"),
                 "admin",
                 params=[iid],
+            ),
+        },
+        "/v1/integrations/{iid}/backfills": {
+            "get": _op(
+                "The integration's backfills (history imports), newest first",
+                ("200", _ref(BackfillList)),
+                ("401", "404"),
+                "admin",
+                params=[iid],
+            ),
+            "post": _op(
+                "Import past solved chats from Freshchat's Extract API (UTC days, inclusive; "
+                "one queued or running per integration)",
+                ("202", _ref(BackfillOut)),
+                ("400", "401", "404", "409"),
+                "admin",
+                body=_ref(BackfillIn),
+                params=[iid],
+            ),
+        },
+        "/v1/integrations/{iid}/backfills/{bid}": {
+            "get": _op(
+                "One backfill and its progress",
+                ("200", _ref(BackfillOut)),
+                ("401", "404"),
+                "admin",
+                params=[iid, _path_param("bid")],
+            ),
+            "delete": _op(
+                "Cancel a queued or running backfill (it ends cancelled at its next step)",
+                ("202", _ref(BackfillOut)),
+                ("401", "404", "409"),
+                "admin",
+                params=[iid, _path_param("bid")],
             ),
         },
         "/v1/integrations": {

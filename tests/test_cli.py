@@ -309,7 +309,7 @@ def test_only_commands_that_read_go_without_the_key_and_every_one_takes_json() -
     read_only = {name for name, p in found.items() if p.get_default("read_only")}
     assert read_only == {
         "integrations list", "keys list", "contacts", "changes", "deliveries", "explain",
-        "webhook show",
+        "webhook show", "backfill list", "backfill show",
     }  # fmt: skip
     assert [name for name, p in found.items() if "--json" not in p._option_string_actions] == []
     assert {"integrations update", "integrations delete", "dev"} <= set(found)

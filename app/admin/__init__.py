@@ -19,6 +19,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from app.admin.backfill import backfill_json, cancel_backfill, start_backfill
 from app.admin.contacts import get_contacts_csv
 from app.admin.deliveries import get_chat, get_deliveries
 from app.admin.detail import get_integration, new_key, revoke_key
@@ -56,10 +57,17 @@ PAGE_ROUTES: list[BaseRoute] = [
     Route("/account/integrations/{iid}/deliveries", get_deliveries, methods=["GET"]),
     Route("/account/integrations/{iid}/chats", get_chat, methods=["GET"]),
     Route("/account/integrations/{iid}/chats/{conversation_id:path}", get_chat, methods=["GET"]),
+    Route("/account/integrations/{iid}/backfills/{bid}.json", backfill_json, methods=["GET"]),
     # An action's URL answers GET too (with its page): a reload never meets a bare 405.
     Route("/account/integrations/{iid}/keys", new_key, methods=["GET", "POST"]),
     Route("/account/integrations/{iid}/webhook", set_webhook, methods=["GET", "POST"]),
     Route("/account/integrations/{iid}/webhook/delete", delete_webhook, methods=["GET", "POST"]),
     Route("/account/integrations/{iid}/keys/{key_id}/revoke", revoke_key, methods=["GET", "POST"]),
+    Route("/account/integrations/{iid}/backfills", start_backfill, methods=["GET", "POST"]),
+    Route(
+        "/account/integrations/{iid}/backfills/{bid}/cancel",
+        cancel_backfill,
+        methods=["GET", "POST"],
+    ),
     Mount("/static", app=StaticFiles(directory=APP_DIR / "static"), name="static"),
 ]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,6 +40,13 @@ def carried(params: Mapping[str, str]) -> str:
     """The day, interval and zone as a query string (empty ones left out), for the links
     and actions that come back to the page showing them."""
     return urlencode({k: params[k][:n] for k, n in VIEW_PARAMS.items() if params.get(k)})
+
+
+def integration_url(request: Request, fragment: str = "") -> str:
+    """The integration's page, showing the day, interval and zone this request carries."""
+    iid = request.path_params["iid"]
+    query = carried(request.query_params)
+    return f"/account/integrations/{quote(iid)}" + (f"?{query}" if query else "") + fragment
 
 
 @dataclass

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from app.admin.contacts import carried, read_view
+from app.admin.backfill import history_view
+from app.admin.contacts import carried, integration_url, read_view
 from app.admin.deliveries import chosen_zone, recent_deliveries
 from app.admin.page import (
     NO_INTEGRATION,
@@ -27,13 +28,6 @@ from app.webhooks import Webhooks
 NO_KEY = "There is no such injixo API key."
 
 
-def integration_url(request: Request, fragment: str = "") -> str:
-    """The integration's page, showing the day, interval and zone this request carries."""
-    iid = request.path_params["iid"]
-    query = carried(request.query_params)
-    return f"/account/integrations/{quote(iid)}" + (f"?{query}" if query else "") + fragment
-
-
 async def _detail(page: Page, iid: str) -> Response:
     try:
         record = await page.integrations.get(iid)
@@ -49,6 +43,7 @@ async def _detail(page: Page, iid: str) -> Response:
     carry = carried(page.request.query_params)
     revoked_id = page.flash.get("revoked")
     revoked = next((k for k in keys if k["key_id"] == revoked_id), None)
+    history = await history_view(page, record)
     return page.render(
         "integration.html",
         {
@@ -70,6 +65,7 @@ async def _detail(page: Page, iid: str) -> Response:
             "carry": carry,  # what was chosen, no defaults
             "carry_fields": parse_qsl(carry),
             "intervals": INTERVALS,
+            "history": history,
         },
     )
 

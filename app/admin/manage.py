@@ -8,8 +8,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.admin.contacts import carried
-from app.admin.detail import integration_url
+from app.admin.contacts import carried, integration_url
 from app.admin.page import (
     Page,
     form_field,

@@ -7,7 +7,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from app.admin.detail import integration_url
+from app.admin.contacts import integration_url
 from app.admin.page import Page, form_field, posted_form, sentence
 from app.admin.session import HOME
 from app.errors import AppError, NotFound

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from app.cli import admin, processes, reads, webhook
+from app.cli import admin, backfill, processes, reads, webhook
 from app.cli.common import PROG, Given, version
 from app.errors import AppError
 from app.settings import Settings, load_settings
@@ -28,8 +28,8 @@ FLAGS = {"freshchat_domain": "--domain"}
 EPILOG = """\
 Settings come from the environment (and .env in the working directory) as for the web
 process and the workers: REDIS_URL, ADMIN_TOKEN, ENCRYPTION_KEY, ... Commands that only
-read (integrations list, keys list, contacts, changes, deliveries, explain, webhook show)
-work without ENCRYPTION_KEY; the others need the instance's key.
+read (integrations list, keys list, contacts, changes, deliveries, explain, webhook show,
+backfill list, backfill show) work without ENCRYPTION_KEY; the others need the instance's key.
 Every command takes --json (after its arguments) for machine-readable output; an error is
 one line on stderr and a non-zero exit (2: invalid settings).
 `injixo-freshchat dev` prints an `export ...` block that points this command at it."""
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for part in (admin, webhook, reads, processes):
+    for part in (admin, webhook, backfill, reads, processes):
         part.register(sub)
     return parser
 

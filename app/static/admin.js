@@ -39,3 +39,56 @@
     if (question && !window.confirm(question)) { event.preventDefault(); }
   });
 })();
+
+/* Import history: the row of an unfinished import follows its JSON until the import ends. */
+(function () {
+  "use strict";
+
+  var EVERY_MS = 1000;
+
+  function show(row, b) {
+    var bar = row.querySelector("[data-field=bar]");
+    var label = row.querySelector("[data-field=label]");
+    bar.max = Math.max(b.windows_total, 1);
+    bar.value = b.windows_done;
+    bar.textContent = b.windows_done + " of " + b.windows_total;
+    label.textContent = b.label;
+    label.className = "badge " + b.level;
+    row.querySelector("[data-field=text]").textContent = b.text;
+    row.setAttribute("data-state", b.state);
+    if (b.finished) {
+      var cancel = row.querySelector("[data-field=cancel]");
+      if (cancel) { cancel.remove(); }
+      row.removeAttribute("data-poll");
+      var status = document.getElementById("history-status");
+      if (status) { status.textContent = b.label + ": " + b.text; }
+    }
+  }
+
+  function follow(row) {
+    var url = row.getAttribute("data-poll");
+    function tick() {
+      fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          if (response.status === 401 || response.status === 404) {
+            // Signed out, or the import is gone: say so and stop asking.
+            return response.json().then(function (body) {
+              row.querySelector("[data-field=text]").textContent = body.error;
+              return null;
+            });
+          }
+          if (!response.ok) { throw new Error("HTTP " + response.status); }
+          return response.json();
+        })
+        .then(function (b) {
+          if (!b) { return; }
+          show(row, b);
+          if (!b.finished) { window.setTimeout(tick, EVERY_MS); }
+        })
+        .catch(function () { window.setTimeout(tick, 5 * EVERY_MS); }); // a blip: again, slower
+    }
+    window.setTimeout(tick, EVERY_MS);
+  }
+
+  document.querySelectorAll("tr[data-poll]").forEach(follow);
+})();
