@@ -108,9 +108,17 @@ class RedisKeys:
         """Hash: Freshchat group id -> name (or a negative-cache marker)."""
         return f"{self.shard_prefix(shard)}g:{integration_id}"
 
-    def group_lock(self, shard: int, integration_id: str, group_id: str) -> str:
-        """String with a lease: one worker is asking Freshchat for this group id."""
-        return f"{self.shard_prefix(shard)}gl:{integration_id}:{group_id}"
+    def conversation_lock(self, shard: int, integration_id: str, chat: str) -> str:
+        """String with a lease: one worker is asking Freshchat for this chat's group (§12)."""
+        return f"{self.shard_prefix(shard)}gl:{integration_id}:@{chat}"
+
+    def group_list_lock(self, shard: int, integration_id: str) -> str:
+        """String with a lease: one worker is listing this integration's groups (§5)."""
+        return f"{self.shard_prefix(shard)}gll:{integration_id}"
+
+    def group_list_next(self, shard: int, integration_id: str) -> str:
+        """String `<earliest next listing, unix s> <fingerprint>`, the interval as its TTL."""
+        return f"{self.shard_prefix(shard)}gln:{integration_id}"
 
     def group_backoff(self, shard: int, integration_id: str) -> str:
         """Hash `at` (retry-at unix s), `d` (last delay s), `fp` (key/domain fingerprint),

@@ -1,18 +1,23 @@
 """A stand-in Freshchat: a real HTTP server on loopback, scriptable per test.
 
-Serves `GET /v2/groups` (list, as used for key verification) and `GET /v2/groups/{id}`
-with Bearer auth, like Freshchat's API v2. A test sets the valid keys and the group table,
-forces statuses (401, 403, 404, 429 with Retry-After, 5xx) for the next requests or for
-all of them, slows answers down, and reads back every request received.
+Serves what Freshchat's API v2 documents, with Bearer auth: the paginated group list
+`GET /v2/groups?page=N&items_per_page=M` (M at most 50, else 400; `pagination` with
+`total_pages`, `links.next_page` on every page but the last) and
+`GET /v2/conversations/{id}` (404 when unknown). The per-id route `GET /v2/groups/{id}`
+is not served (404), but recorded like every request, so that tests can assert that
+nothing asks for it. A test sets the valid keys, the group table and the conversations,
+forces statuses (401, 403, 404, 429 with Retry-After, 5xx) for the next requests, for all
+of them or for one page of the list, slows answers down, and reads back every request.
 "Connection refused" is a closed port: `refused_domain()`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,10 +49,14 @@ class Script:
     """What the stand-in answers; change it from the test at any time."""
 
     valid_keys: set[str] = field(default_factory=lambda: {"fc-good-key"})
-    groups: dict[str, str] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)  # listed in this order
+    conversations: dict[str, str | int | None] = field(default_factory=dict)  # id -> group
     delay_s: float = 0.0
     always: Forced | None = None
     next: deque[Forced] = field(default_factory=deque)
+    pages: dict[int, deque[Forced]] = field(default_factory=dict)  # list page -> statuses
+    #: Called with the page number before a list page is answered (e.g. to add a group).
+    before_page: Callable[[int], None] | None = None
 
 
 class FreshchatStandIn:
@@ -82,11 +91,20 @@ class FreshchatStandIn:
         with self._lock:
             self.script.always = Forced(status, retry_after)
 
+    def fail_page(
+        self, page: int, status: int, times: int = 1, retry_after: str | None = None
+    ) -> None:
+        """Answer the next `times` requests for page `page` of the group list with `status`."""
+        with self._lock:
+            forced = self.script.pages.setdefault(page, deque())
+            forced.extend([Forced(status, retry_after)] * times)
+
     def recover(self) -> None:
         """Back to normal answers: no forced statuses, no delay."""
         with self._lock:
             self.script.always = None
             self.script.next.clear()
+            self.script.pages.clear()
             self.script.delay_s = 0.0
 
     def slow(self, seconds: float) -> None:
@@ -102,14 +120,32 @@ class FreshchatStandIn:
             return list(self._requests)
 
     def group_gets(self, group_id: str | None = None) -> list[Received]:
-        """The `GET /v2/groups/{id}` requests (for one id, if given)."""
+        """Requests for the per-id route `GET /v2/groups/{id}`, which nothing should make."""
         prefix = "/v2/groups/"
+        return [
+            q
+            for q in self.requests
+            if q.path.startswith(prefix)
+            and (group_id is None or unquote(q.path[len(prefix) :]) == group_id)
+        ]
+
+    def list_gets(self) -> list[Received]:
+        """The requests for the group list, `GET /v2/groups` (one per page)."""
+        return [q for q in self.requests if q.method == "GET" and q.path == "/v2/groups"]
+
+    def listed_pages(self) -> list[int]:
+        """The page numbers the group list requests asked for, in order."""
+        return [int(q.query.get("page", ["1"])[0]) for q in self.list_gets()]
+
+    def conversation_gets(self, conversation_id: str | None = None) -> list[Received]:
+        """The `GET /v2/conversations/{id}` requests (for one id, if given)."""
+        prefix = "/v2/conversations/"
         return [
             q
             for q in self.requests
             if q.method == "GET"
             and q.path.startswith(prefix)
-            and (group_id is None or unquote(q.path[len(prefix) :]) == group_id)
+            and (conversation_id is None or unquote(q.path[len(prefix) :]) == conversation_id)
         ]
 
     def clear_requests(self) -> None:
@@ -122,14 +158,22 @@ class FreshchatStandIn:
         self, method: str, target: str, authorization: str | None
     ) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(target)
+        query = parse_qs(parts.query)
+        page = _number(query.get("page", ["1"])[0])
+        listing = method == "GET" and parts.path == "/v2/groups"
+        if listing and page is not None and self.script.before_page is not None:
+            self.script.before_page(page)
         with self._lock:
-            self._requests.append(
-                Received(method, parts.path, parse_qs(parts.query), authorization)
-            )
+            self._requests.append(Received(method, parts.path, query, authorization))
             delay = self.script.delay_s
-            forced = self.script.next.popleft() if self.script.next else self.script.always
+            by_page = self.script.pages.get(page or 0) if listing else None
+            if by_page:
+                forced: Forced | None = by_page.popleft()
+            else:
+                forced = self.script.next.popleft() if self.script.next else self.script.always
             valid_keys = set(self.script.valid_keys)
-            groups = dict(self.script.groups)
+            groups = list(self.script.groups.items())
+            conversations = dict(self.script.conversations)
         if delay and self._stopping.wait(delay):
             return 503, {}, b""
         if forced is not None:
@@ -140,16 +184,15 @@ class FreshchatStandIn:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or token not in valid_keys:
             return 401, {}, _json({"code": 401, "status": "UNAUTHORIZED", "message": "invalid"})
-        if parts.path == "/v2/groups":
-            items = [{"id": gid, "name": name} for gid, name in groups.items()]
-            per_page = int(parse_qs(parts.query).get("items_per_page", ["10"])[0])
-            body = {"groups": items[:per_page], "pagination": {"total_items": len(items)}}
-            return 200, {}, _json(body)
-        if parts.path.startswith("/v2/groups/"):
-            gid = unquote(parts.path[len("/v2/groups/") :])
-            if gid in groups:
-                return 200, {}, _json({"id": gid, "name": groups[gid], "routing_type": "X"})
-            return 404, {}, _json({"code": 404, "status": "NOT_FOUND", "message": "no group"})
+        if listing:
+            return _list_page(groups, page, _number(query.get("items_per_page", ["10"])[0]))
+        if parts.path.startswith("/v2/conversations/"):
+            cid = unquote(parts.path[len("/v2/conversations/") :])
+            if cid not in conversations:
+                return 404, {}, _json({"code": 404, "status": "NOT_FOUND", "message": "none"})
+            body = {"conversation_id": cid, "assigned_group_id": conversations[cid]}
+            return 200, {}, _json({**body, "status": "resolved", "channel_id": "ch1"})
+        # Everything else, the per-id group route included, is not an endpoint here.
         return 404, {}, _json({"message": "no such endpoint"})
 
     def stop(self) -> None:
@@ -162,6 +205,42 @@ class FreshchatStandIn:
 
 def _json(data: object) -> bytes:
     return json.dumps(data).encode()
+
+
+def _number(value: str) -> int | None:
+    """A positive integer query parameter, else None."""
+    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
+
+
+def _list_page(
+    groups: list[tuple[str, str]], page: int | None, per_page: int | None
+) -> tuple[int, dict[str, str], bytes]:
+    """One page of the group list, shaped like Freshchat's."""
+    if page is None or per_page is None or per_page > 50:
+        return 400, {}, _json({"code": 400, "status": "BAD_REQUEST", "message": "bad paging"})
+    total_pages = math.ceil(len(groups) / per_page)
+    items = groups[(page - 1) * per_page : page * per_page]
+    links: dict[str, object] = {}
+    if page < total_pages:
+        href = f"/v2/groups?page={page + 1}&items_per_page={per_page}"
+        links["next_page"] = {"href": href, "rel": "groups", "type": "GET"}
+    if page > 1:
+        href = f"/v2/groups?page={page - 1}&items_per_page={per_page}"
+        links["previous_page"] = {"href": href, "rel": "groups", "type": "GET"}
+    body = {
+        "groups": [
+            {"id": gid, "name": name, "description": "", "routing_type": "INTELLIASSIGN"}
+            for gid, name in items
+        ],
+        "pagination": {
+            "total_items": len(groups),
+            "total_pages": total_pages,
+            "current_page": page,
+            "items_per_page": per_page,
+        },
+        "links": links,
+    }
+    return 200, {}, _json(body)
 
 
 def _handler_for(standin: FreshchatStandIn) -> type[BaseHTTPRequestHandler]:

@@ -82,7 +82,11 @@ def bad(body: object, retention: int = 400) -> BadRequest:
         ({"from": "2026-11-01T00:00:00Z", "to": "2026-11-02"}, "from", "YYYY-MM-DD"),
         ({"from": "2026-11-01", "to": "2026-11-30"}, "to", "in the future"),
         ({"from": "2026-12-01", "to": "2026-12-02"}, "from", "in the future"),
-        ({"from": "2026-11-20", "to": "2026-11-10"}, "from", "from (2026-11-20) is after to (2026-11-10)"),
+        (
+            {"from": "2026-11-20", "to": "2026-11-10"},
+            "from",
+            "from (2026-11-20) is after to (2026-11-10)",
+        ),
         ({"from": "2025-10-25", "to": "2026-11-10"}, "from", "retention (400 days)"),
         ({"from": "2026-11-01", "to": "2026-11-02", "days": 3}, "days", "unknown field"),
     ],

@@ -19,6 +19,7 @@ from app.main import GC_THRESHOLDS, create_app
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.freshchat_standin import running
+from tests.page_support import sign_in
 from tests.redis_server import RedisServer
 from tests.support import (
     ADMIN,
@@ -31,7 +32,6 @@ from tests.support import (
     pending,
     post_events,
 )
-from tests.test_admin_page import sign_in
 from workers.drain import Drainer, serving
 from workers.runner import schedule_pending
 
@@ -273,7 +273,8 @@ def test_freshchat_lookups_are_counted_in_metrics(
 ) -> None:
     settings = make_settings(redis_server.url, freshchat_allow_insecure=True)
     with running() as standin, TestClient(create_app(settings)) as client:
-        standin.script.groups["g5"] = "Sales"
+        # Three pages of Freshchat's group list (50 a page): one request, counted, per page.
+        standin.script.groups = {f"q{n}": f"Queue {n}" for n in range(120)} | {"g5": "Sales"}
         body = {
             "name": "Acme",
             "freshchat_domain": standin.domain,
@@ -291,10 +292,14 @@ def test_freshchat_lookups_are_counted_in_metrics(
         assert post_events(client, key, events).status_code == 202
         burst(r, settings)
         after = client.get("/metrics").text
-        assert metric(after, "injixo_freshchat_requests_total", outcome="ok") == 1
-        assert metric(after, "injixo_freshchat_requests_total", outcome="not_found") == 1
+        # One listing named g5 and found g404 absent: three requests, all answered.
+        assert metric(after, "injixo_freshchat_requests_total", outcome="ok") == 3
+        assert metric(after, "injixo_freshchat_requests_total", outcome="not_found") == 0
         assert metric(before, "injixo_freshchat_verifications_total", outcome="ok") >= 1
-        assert len(standin.group_gets()) == 2
+        key_check, *listing = standin.list_gets()  # the key check on save, then the worker's
+        assert key_check.query == {"items_per_page": ["1"]}
+        assert [q.query["page"] for q in listing] == [["1"], ["2"], ["3"]]
+        assert standin.group_gets() == []
 
 
 def test_rate_limit_answers_429_with_retry_after(redis_server: RedisServer, r: redis.Redis) -> None:

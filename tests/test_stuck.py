@@ -38,7 +38,13 @@ CHATS = 30
 
 @pytest.fixture
 def settings(redis_server: RedisServer, r: redis.Redis) -> Settings:
-    return make_settings(redis_server.url, freshchat_allow_insecure=True, stuck_after_seconds=1)
+    # Group listings (§5) at most once a second, so that a test need not wait a minute.
+    return make_settings(
+        redis_server.url,
+        freshchat_allow_insecure=True,
+        stuck_after_seconds=1,
+        group_list_every_seconds=1.0,
+    )
 
 
 @pytest.fixture
@@ -128,9 +134,26 @@ def test_freshchat_rejects_the_stored_key(
     found = stuck_then_fixed(client, r, settings, iid, key)
     assert "rejects the stored API key" in found["state_reason"]
     assert "Freshchat API key" in found["state_fix"]
+    assert fc.list_gets() and fc.group_gets() == []  # the group list, never the per-id route
     fixed = {"freshchat_api_key": GOOD, "verify": False}
     assert client.patch(f"/v1/integrations/{iid}", json=fixed, headers=ADMIN).status_code == 200
     counted_once(client, r, settings, iid)
+
+
+def test_freshchat_forbids_the_stored_key(
+    client: TestClient, r: redis.Redis, settings: Settings, fc: FreshchatStandIn
+) -> None:
+    a_worker_runs(r, settings)
+    fc.fail_always(403)
+    iid, key = integration(client, fc.domain, GOOD)
+    found = stuck_then_fixed(client, r, settings, iid, key)
+    assert "rejects the stored API key" in found["state_reason"]
+    fc.recover()
+    fc.script.valid_keys = {"fc-new-key"}  # the old key stays refused: only the edit helps
+    fixed = {"freshchat_api_key": "fc-new-key", "verify": False}
+    assert client.patch(f"/v1/integrations/{iid}", json=fixed, headers=ADMIN).status_code == 200
+    counted_once(client, r, settings, iid)
+    assert fc.list_gets()[-1].authorization == "Bearer fc-new-key"
 
 
 def test_freshchat_unreachable(client: TestClient, r: redis.Redis, settings: Settings) -> None:
@@ -226,7 +249,7 @@ def test_waiting_events_cost_the_other_integrations_nothing(
     assert read and stuck not in read  # the stuck integration's parked events were not read
     # Once Freshchat answers, the parked events are counted, each chat once.
     fc.recover()
-    r.delete(keys.group_backoff(shard, stuck))
+    r.delete(keys.group_backoff(shard, stuck), keys.group_list_next(shard, stuck))
     apply_all(r, settings, shard)  # names not known yet: they stay parked
     assert r.xlen(keys.parked(shard, stuck)) == 20 * 2 * CHATS
     drain(r, settings, shard)

@@ -19,6 +19,7 @@ from typing import Any
 from redis import Redis
 
 from app.jobs import enqueue_apply_event, enqueue_drain
+from app.lua import CONVERSATION_NEED
 from app.redis_keys import text
 from app.settings import Settings
 from workers.applier import Applier
@@ -103,20 +104,27 @@ class Drainer:
 
     def _parked_ready(self, shard: int) -> list[str]:
         """Parked integrations that can make progress: a name they wait for is known now
-        (from an event, or Freshchat answered), or their set of waits needs rebuilding."""
+        (from an event, or Freshchat answered), a chat they wait for has its assignment
+        (`"@<chat>"` waits, §12), or their set of waits needs rebuilding."""
         rk = self.applier.redis_keys
         ready = []
         now = self.resolver.clock()
         for raw in self.redis.smembers(rk.parked_integrations(shard)):
             iid = text(raw)
-            gids = [text(g) for g in self.redis.smembers(rk.parked_groups(shard, iid))]
-            if not gids:
+            waits = [text(g) for g in self.redis.smembers(rk.parked_groups(shard, iid))]
+            if not waits:
                 ready.append(iid)
                 continue
-            names = self.redis.hmget(rk.groups(shard, iid), gids)
-            if any(usable(v, now) for v in names) or self.resolver.resolve(
-                shard, [(iid, gid) for gid in gids]
-            ):
+            gids = [w for w in waits if not w.startswith(CONVERSATION_NEED)]
+            chats = [w[len(CONVERSATION_NEED) :] for w in waits if w.startswith(CONVERSATION_NEED)]
+            named = bool(gids) and any(
+                usable(v, now) for v in self.redis.hmget(rk.groups(shard, iid), gids)
+            )
+            # The assignment keys share the shard's hash tag: one EXISTS, even on a cluster.
+            assigned = bool(chats) and bool(
+                self.redis.exists(*(rk.assignment(shard, iid, chat) for chat in chats))
+            )
+            if named or assigned or self.resolver.resolve(shard, [(iid, w) for w in waits]):
                 ready.append(iid)
         return ready
 

@@ -1,19 +1,27 @@
-"""Resolve group ids the events did not name, via Freshchat, into the integration's map (§5).
+"""Name the group ids events did not name, from Freshchat's group list, and find a chat's
+current group with a conversation lookup (§5, §12); the answers go to Redis, shared by
+every worker process.
 
-The group map (`RedisKeys.groups`) is the cache, shared by every worker process:
-- positive: `"\\1<expiry>\\1<name>"` from Freshchat, used as is and refreshed after a day
-  (the stale name keeps counting while Freshchat is down); a name that events carry is
-  written plainly and kept;
-- negative: `"\\0<expiry unix s>"` after a 404 (or for a deleted/unknown integration); the
-  apply script counts the chat in Undefined_Queue until the expiry, then asks again.
+The group map (`RedisKeys.groups`) is the cache:
+- positive: `"\\1<expiry>\\1<name>"` for every group of a complete listing, used as is and
+  refreshed after a day (the stale name keeps counting while Freshchat is down); a name
+  that events carry is written plainly, until a listing writes Freshchat's entry over it;
+- negative: `"\\0<expiry unix s>"` for a needed id that a complete listing, made after the
+  id was needed, does not contain (or for a deleted/unknown integration); the apply script
+  counts the chat in Undefined_Queue until the expiry, then asks again.
 
-Calls are bounded: one call per unknown (integration, group id), however many events,
-batches or worker processes need it (a short Redis lock per pair, and the map is checked
-again under the lock); at most MAX_CALLS_PER_MINUTE per integration; and while Freshchat
-fails for an integration (429, 5xx, network, 401/403) no call is made for it until the
-retry time kept in Redis (`Retry-After` when given, else exponential backoff up to 5 min).
-Events that wait for a name are parked per integration (`workers.drain`), so nothing is
-lost or guessed meanwhile and the shard's other integrations do not wait behind them.
+Listings are bounded per integration however many events, batches or worker processes
+wait for names: one at a time (a Redis lock; the map is checked again under it), and at
+most one per `group_list_every_seconds` (a Redis key with that TTL, started over when the
+admin changes the key or domain). A need `"@<chat key>"` is a conversation lookup; its
+answer is stored as the chat's assignment `"0:<group id or empty>"` (NX: an assignment
+seen on the webhook path wins), one lookup per chat at a time. Every Freshchat request
+counts toward MAX_CALLS_PER_MINUTE per integration, and while Freshchat fails for an
+integration (429, 5xx, network, 401/403, malformed answers) no call is made for it until
+the retry time kept in Redis (`Retry-After` when given, else exponential backoff up to
+5 min), whose outcome `app.state` shows. Events that wait are parked per integration
+(`workers.drain`), so nothing is lost or guessed meanwhile and the shard's other
+integrations do not wait behind them.
 """
 
 from __future__ import annotations
@@ -28,31 +36,33 @@ from enum import Enum
 
 import httpx
 from redis import Redis
+from redis.typing import EncodableT, FieldT
 
 from app.errors import AppError
-from app.freshchat import GROUP_TIMEOUT, GroupAnswer, fetch_group
+from app.events import conversation_id_of
+from app.freshchat import GROUP_TIMEOUT, GroupListing, fetch_conversation, list_groups
 from app.integration import Integration
 from app.integrations import decrypt_secret
-from app.lua import NEGATIVE_MARK, POSITIVE_MARK, Lua, bind
+from app.lua import CONVERSATION_NEED, NEGATIVE_MARK, POSITIVE_MARK, Lua, bind
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 
 log = logging.getLogger("injixo.groups")
 
-NEGATIVE_TTL_S = 3600  # a 404 sends the group's chats to Undefined_Queue for an hour
+NEGATIVE_TTL_S = 3600  # an id absent from a listing goes to Undefined_Queue for an hour
 POSITIVE_TTL_S = 24 * 3600  # a name from Freshchat is asked again (renames) after a day
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 300.0
 RETRY_AFTER_MAX_S = 3600.0  # a larger Retry-After is taken as an hour
-LOCK_TTL_MS = 30_000  # longer than one lookup can take with GROUP_TIMEOUT
-MAX_CALLS_PER_MINUTE = 120  # per integration, across all workers
+LOCK_TTL_MS = 30_000  # longer than one request can take with GROUP_TIMEOUT; renewed per page
+MAX_CALLS_PER_MINUTE = 120  # Freshchat requests per integration, across all workers
 RESOLVE_BUDGET_S = 5.0  # start no new lookup after this long in one resolve() call
 
 
 class _Step(Enum):
-    LEARNT = "learnt"  # the map now answers for this group id
+    LEARNT = "learnt"  # the map (or the chat's assignment) now answers for a need
     BLOCKED = "blocked"  # no more calls for this integration in this resolve()
-    SKIPPED = "skipped"  # another worker is asking Freshchat for this id right now
+    SKIPPED = "skipped"  # not now: another worker is asking, or the listing interval runs
 
 
 def _client() -> httpx.Client:
@@ -84,7 +94,7 @@ def usable(value: bytes | str | None, now: float) -> bool:
 
 @dataclass
 class GroupResolver:
-    """One Freshchat call per unknown group id; per-integration backoff while Freshchat fails."""
+    """One listing per integration at a time and per interval; per-integration backoff."""
 
     redis: Redis
     settings: Settings
@@ -97,85 +107,226 @@ class GroupResolver:
         self._unlock = bind(self.redis, Lua.UNLOCK)
 
     def resolve(self, shard: int, needs: list[tuple[str, str]]) -> bool:
-        """Look up each (integration, group id); True if any name or 404 was learnt."""
+        """Answer each (integration, group id or "@chat"); True if anything was learnt."""
         began = time.monotonic()
+        by_integration: dict[str, list[str]] = {}
+        for iid, gid in dict.fromkeys(needs):
+            by_integration.setdefault(iid, []).append(gid)
         learnt = False
-        blocked: set[str] = set()
-        integrations: dict[str, Integration | None] = {}
-        for n, (iid, gid) in enumerate(dict.fromkeys(needs)):
-            if iid in blocked:
-                continue
-            if n and time.monotonic() - began > self.budget_s:
+        for n, (iid, gids) in enumerate(by_integration.items()):
+            if n and self._over_budget(began):
                 log.info("shard %s: group lookups left for the next drain (time budget)", shard)
                 break
-            if iid not in integrations:
-                integrations[iid] = self._integration(iid)
-            step = self._resolve_one(shard, iid, gid, integrations[iid])
-            if step is _Step.LEARNT:
-                learnt = True
-            elif step is _Step.BLOCKED:
-                blocked.add(iid)
+            learnt |= self._resolve_integration(shard, iid, gids, began)
         return learnt
+
+    def _over_budget(self, began: float) -> bool:
+        return time.monotonic() - began > self.budget_s
 
     def _integration(self, iid: str) -> Integration | None:
         raw = self.redis.hget(self.redis_keys.integrations(), iid)
         return None if raw is None else Integration.load(raw)
 
-    def _resolve_one(
-        self, shard: int, iid: str, gid: str, integration: Integration | None
-    ) -> _Step:
-        groups = self.redis_keys.groups(shard, iid)
-        if usable(self.redis.hget(groups, gid), self.clock()):
-            return _Step.LEARNT  # another worker (or an event) named it meanwhile
+    def _resolve_integration(self, shard: int, iid: str, gids: list[str], began: float) -> bool:
+        need = CONVERSATION_NEED
+        unknown = self._unknown(shard, iid, [g for g in gids if not g.startswith(need)])
+        chats = self._unassigned(shard, iid, [g[len(need) :] for g in gids if g.startswith(need)])
+        # Named meanwhile (by an event, or by another worker): that is progress too.
+        learnt = len(unknown) + len(chats) < len(gids)
+        if not unknown and not chats:
+            return learnt
+        integration = self._integration(iid)
         if integration is None or not integration.active:
-            self.redis.hset(groups, gid, negative_marker(self.clock()))
-            return _Step.LEARNT
+            self._nothing_to_ask(shard, iid, unknown, chats)
+            return True
         fingerprint = _fingerprint(integration)
         if self._backing_off(shard, iid, fingerprint):
-            return _Step.BLOCKED
+            return learnt
+        if unknown:
+            step = self._list(shard, iid, unknown, integration, fingerprint)
+            if step is _Step.BLOCKED:
+                return learnt
+            learnt |= step is _Step.LEARNT
+        for n, chat in enumerate(chats):
+            if (n or unknown) and self._over_budget(began):
+                break
+            step = self._lookup(shard, iid, chat, integration, fingerprint)
+            if step is _Step.BLOCKED:
+                break
+            learnt |= step is _Step.LEARNT
+        return learnt
+
+    def _unknown(self, shard: int, iid: str, gids: list[str]) -> list[str]:
+        """The group ids the map has no usable value for."""
+        if not gids:
+            return []
+        values = self.redis.hmget(self.redis_keys.groups(shard, iid), gids)
+        now = self.clock()
+        return [gid for gid, value in zip(gids, values, strict=True) if not usable(value, now)]
+
+    def _unassigned(self, shard: int, iid: str, chats: list[str]) -> list[str]:
+        """The chats with no assignment yet (from the webhook path or an earlier lookup)."""
+        if not chats:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for chat in chats:
+                pipe.exists(self.redis_keys.assignment(shard, iid, chat))
+            found = pipe.execute()
+        return [chat for chat, exists in zip(chats, found, strict=True) if not exists]
+
+    def _nothing_to_ask(self, shard: int, iid: str, gids: list[str], chats: list[str]) -> None:
+        """Nobody to ask (a deleted or unknown integration): the chats go to Undefined_Queue."""
+        now = self.clock()
+        with self.redis.pipeline(transaction=False) as pipe:
+            if gids:
+                marker = negative_marker(now)
+                pipe.hset(self.redis_keys.groups(shard, iid), mapping=dict.fromkeys(gids, marker))
+            for chat in chats:
+                self._assign(pipe, shard, iid, chat, None)
+            pipe.execute()
+
+    def _assign(self, pipe: Redis, shard: int, iid: str, chat: str, gid: str | None) -> None:
+        """The chat's group from Freshchat; NX: an assignment seen on the webhook path wins."""
+        ttl_ms = self.settings.chat_ttl_days * 86_400_000
+        key = self.redis_keys.assignment(shard, iid, chat)
+        pipe.set(key, f"0:{gid or ''}", nx=True, px=ttl_ms)
+
+    # The listing.
+
+    def _list(
+        self, shard: int, iid: str, unknown: list[str], integration: Integration, fp: str
+    ) -> _Step:
+        due = self.redis_keys.group_list_next(shard, iid)
+        if not self._listing_due(due, fp):
+            return _Step.SKIPPED  # the ids wait for the next listing
         token = secrets.token_hex(8)
-        lock = self.redis_keys.group_lock(shard, iid, gid)
+        lock = self.redis_keys.group_list_lock(shard, iid)
         if not self.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
-            return _Step.SKIPPED
+            return _Step.SKIPPED  # another worker is listing: its names serve these events
         try:
-            if usable(self.redis.hget(groups, gid), self.clock()):
+            unknown = self._unknown(shard, iid, unknown)
+            if not unknown:
                 return _Step.LEARNT
+            if not self._listing_due(due, fp):
+                return _Step.SKIPPED
             if not self._within_rate(shard, iid):
-                log.warning("integration %s: group lookups over %s/min", iid, MAX_CALLS_PER_MINUTE)
                 return _Step.BLOCKED
-            try:
-                api_key = decrypt_secret(self.settings, integration.freshchat_api_key_enc)
-            except AppError:
-                log.error("integration %s: Freshchat API key cannot be decrypted", iid)
-                self._back_off(shard, iid, fingerprint, None, "undecryptable key")
+            api_key = self._api_key(shard, iid, integration, fp)
+            if api_key is None:
                 return _Step.BLOCKED
-            answer = fetch_group(self.client, integration.freshchat_domain, api_key, gid)
-            # Workers are separate processes: the count lives in Redis, /metrics reads it.
-            self.redis.hincrby(self.redis_keys.freshchat_calls(), answer.outcome, 1)
-            return self._store(shard, iid, gid, fingerprint, answer)
+            every = self.settings.group_list_every_seconds
+            if every > 0:  # a failed listing counts too: the interval bounds every attempt
+                next_at = f"{self.clock() + every!r} {fp}"
+                self.redis.set(due, next_at, px=max(1, int(every * 1000)))
+
+            def on_request(outcome: str) -> None:
+                self._count_call(outcome)
+                self._renew(lock, token)  # a long listing keeps the lock it began with
+
+            listing = list_groups(
+                self.client, integration.freshchat_domain, api_key, on_request=on_request
+            )
+            if listing.requests > 1:  # the first request was counted by _within_rate
+                self._add_calls(shard, iid, listing.requests - 1)
+            return self._store_listing(shard, iid, unknown, fp, listing)
         finally:
             self._unlock(keys=[lock], args=[token])
 
-    def _store(
-        self, shard: int, iid: str, gid: str, fingerprint: str, answer: GroupAnswer
+    def _listing_due(self, key: str, fingerprint: str) -> bool:
+        raw = self.redis.get(key)
+        if raw is None:
+            return True
+        at, _, fp = text(raw).partition(" ")
+        if fp != fingerprint:
+            return True  # the admin changed the key or domain: list with it at once
+        try:
+            return float(at) <= self.clock()
+        except ValueError:
+            return True
+
+    def _store_listing(
+        self, shard: int, iid: str, unknown: list[str], fp: str, listing: GroupListing
     ) -> _Step:
-        groups = self.redis_keys.groups(shard, iid)
-        if answer.name is not None:
-            log.info("integration %s: group %s named by Freshchat", iid, gid)
+        if listing.names is None:
+            self._back_off(shard, iid, fp, listing.retry_after, listing.outcome)
+            return _Step.BLOCKED
+        now = self.clock()
+        entries: dict[FieldT, EncodableT] = {
+            gid: positive_entry(name, now) for gid, name in listing.names.items()
+        }
+        # Only a complete listing that began after these ids were needed says "not found".
+        absent = [gid for gid in unknown if gid not in listing.names]
+        entries.update(dict.fromkeys(absent, negative_marker(now)))
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.redis_keys.groups(shard, iid), mapping=entries)
+            pipe.delete(self.redis_keys.group_backoff(shard, iid))
+            pipe.execute()
+        log.info(
+            "integration %s: %s groups listed by Freshchat in %s requests; %s needed ids not "
+            "among them (Undefined_Queue)",
+            iid,
+            len(listing.names),
+            listing.requests,
+            len(absent),
+        )
+        return _Step.LEARNT
+
+    # The conversation lookup (§12).
+
+    def _lookup(self, shard: int, iid: str, chat: str, integration: Integration, fp: str) -> _Step:
+        token = secrets.token_hex(8)
+        lock = self.redis_keys.conversation_lock(shard, iid, chat)
+        if not self.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
+            return _Step.SKIPPED
+        try:
+            if not self._unassigned(shard, iid, [chat]):
+                return _Step.LEARNT
+            try:
+                conversation_id = conversation_id_of(chat)
+            except ValueError:  # not a key the ingest path made: nothing to ask about
+                self._nothing_to_ask(shard, iid, [], [chat])
+                return _Step.LEARNT
+            if not self._within_rate(shard, iid):
+                return _Step.BLOCKED
+            api_key = self._api_key(shard, iid, integration, fp)
+            if api_key is None:
+                return _Step.BLOCKED
+            answer = fetch_conversation(
+                self.client, integration.freshchat_domain, api_key, conversation_id
+            )
+            self._count_call(answer.outcome)
+            if not answer.answered:
+                self._back_off(shard, iid, fp, answer.retry_after, answer.outcome)
+                return _Step.BLOCKED
             with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(groups, gid, positive_entry(answer.name, self.clock()))
+                self._assign(pipe, shard, iid, chat, answer.group_id)
                 pipe.delete(self.redis_keys.group_backoff(shard, iid))
                 pipe.execute()
             return _Step.LEARNT
-        if answer.missing:
-            log.info("integration %s: group %s unknown to Freshchat (Undefined_Queue)", iid, gid)
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(groups, gid, negative_marker(self.clock()))
-                pipe.delete(self.redis_keys.group_backoff(shard, iid))
-                pipe.execute()
-            return _Step.LEARNT
-        self._back_off(shard, iid, fingerprint, answer.retry_after, answer.outcome)
-        return _Step.BLOCKED
+        finally:
+            self._unlock(keys=[lock], args=[token])
+
+    # Shared by both kinds of call.
+
+    def _api_key(self, shard: int, iid: str, integration: Integration, fp: str) -> str | None:
+        try:
+            return decrypt_secret(self.settings, integration.freshchat_api_key_enc)
+        except AppError:
+            log.error("integration %s: Freshchat API key cannot be decrypted", iid)
+            self._back_off(shard, iid, fp, None, "undecryptable key")
+            return None
+
+    def _count_call(self, outcome: str) -> None:
+        # Workers are separate processes: the count lives in Redis, /metrics reads it.
+        self.redis.hincrby(self.redis_keys.freshchat_calls(), outcome, 1)
+
+    def _renew(self, lock: str, token: str) -> None:
+        """Extend the lock's lease if this worker still holds it (never someone else's)."""
+        held = self.redis.get(lock)
+        if held is not None and text(held) == token:
+            # Not atomic, and need not be: should the lease change hands in between, this
+            # only lengthens the new holder's lease, which that holder releases itself.
+            self.redis.pexpire(lock, LOCK_TTL_MS)
 
     def _backing_off(self, shard: int, iid: str, fingerprint: str) -> bool:
         at, fp = self.redis.hmget(self.redis_keys.group_backoff(shard, iid), ["at", "fp"])
@@ -211,13 +362,20 @@ class GroupResolver:
         )
 
     def _within_rate(self, shard: int, iid: str) -> bool:
+        """Count one call in this minute's window; whether it stays within the cap."""
+        if self._add_calls(shard, iid, 1) <= MAX_CALLS_PER_MINUTE:
+            return True
+        log.warning("integration %s: Freshchat calls over %s/min", iid, MAX_CALLS_PER_MINUTE)
+        return False
+
+    def _add_calls(self, shard: int, iid: str, calls: int) -> int:
         minute = int(self.clock() // 60)
         key = self.redis_keys.group_calls(shard, iid, minute)
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
+            pipe.incrby(key, calls)
             pipe.expire(key, 120)
-            calls, _ = pipe.execute()
-        return int(calls) <= MAX_CALLS_PER_MINUTE
+            total, _ = pipe.execute()
+        return int(total)
 
 
 def _fingerprint(integration: Integration) -> str:

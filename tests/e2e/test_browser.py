@@ -14,7 +14,6 @@ Every step leaves a screenshot in `$BROWSER_SHOTS/<test>/` (or the test's tmp_pa
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -38,16 +37,20 @@ from rq.registry import FailedJobRegistry
 
 from app.redis_keys import RedisKeys
 from app.settings import Settings
+from tests.freshchat_standin import running
 from tests.redis_server import free_port
 from tests.support import (
     ADMIN,
     ADMIN_TOKEN,
     ROOT,
+    WEBHOOK_FIXTURES,
     at,
     conv_event,
     env_for,
     post_events,
+    sign,
     wait_until,
+    webhook_event,
 )
 
 pytestmark = pytest.mark.e2e
@@ -65,31 +68,6 @@ GOOD_KEY = "good-key"
 DASH = "\u2013"
 # A recent past day, so retention windows never expire the test's counts.
 DAY = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
-
-
-class _StandinHandler(BaseHTTPRequestHandler):
-    """Freshchat's `GET /v2/groups` (key check) and `GET /v2/groups/{id}`."""
-
-    def do_GET(self) -> None:
-        if self.headers.get("Authorization") != f"Bearer {GOOD_KEY}":
-            self._answer(401, {"message": "Unauthorized"})
-        elif self.path.split("?")[0] == "/v2/groups":
-            self._answer(200, {"groups": [{"id": "g1", "name": "Customer Support"}]})
-        elif self.path.startswith("/v2/groups/"):
-            self._answer(200, {"id": self.path.rsplit("/", 1)[1], "name": "Customer Support"})
-        else:
-            self._answer(404, {"message": "not found"})
-
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
 
 
 @dataclass
@@ -146,14 +124,12 @@ def attacker() -> Iterator[tuple[str, type[_AttackerHandler]]]:
 
 @pytest.fixture
 def standin() -> Iterator[str]:
-    """A tiny stand-in Freshchat on loopback; yields its `127.0.0.1:PORT`."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _StandinHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    """The documented stand-in Freshchat (§5: the paginated group list only) on loopback;
+    yields its `127.0.0.1:PORT`."""
+    with running() as server:
+        server.script.valid_keys = {GOOD_KEY}
+        server.script.groups = {"g1": "Customer Support"}
+        yield server.domain.removeprefix("http://")
 
 
 @dataclass
@@ -296,6 +272,7 @@ def test_article_flow_in_chromium(web: Web, browser: Browser, standin: str, shot
         api_key = _article(page, web, standin, shots)
         _counts(page, web, api_key, shots)
         _deliveries(page, web, shots)
+        _webhook(page, web, shots)
         _edit_and_delete(page, web, shots)
     finally:
         context.close()
@@ -378,9 +355,9 @@ def _article(page: Page, web: Web, standin: str, shots: Shots) -> str:
     assert "Could not reach Freshchat" in field_error(page, "freshchat_domain")
     shots(page, "add-form-errors")
 
-    # 5. Save integration → the Install the injixo app section.
+    # 5. Save integration → the Connect Freshchat section (option 1: the injixo app).
     fill_form(page, "Acme Support", f"http://{standin}", GOOD_KEY)
-    expect(page.get_by_role("heading", name="Install the injixo app")).to_be_visible()
+    expect(page.get_by_role("heading", name="Connect Freshchat")).to_be_visible()
     iid = page.url.split("/account/integrations/")[1].split("?")[0].split("#")[0]
     expect(page.get_by_text("No injixo API key yet.")).to_be_visible()
     expect(page.get_by_text("The integration was saved.")).to_be_visible()
@@ -560,6 +537,56 @@ def _deliveries(page: Page, web: Web, shots: Shots) -> None:
     shots(page, "chat-explained")
 
     # Back to the integration, with its day and zone still chosen.
+    crumbs = page.get_by_role("navigation", name="Breadcrumb")
+    crumbs.get_by_role("link", name="Acme Support").click()
+    expect_view(page, DAY, "60", "Asia/Kolkata")
+
+
+def _webhook(page: Page, web: Web, shots: Shots) -> None:
+    """Option 2: paste Freshchat's public key as copied (an error first), copy the URL, a
+    signed resolution arrives and is counted once though the app sent the chat too."""
+    section = page.locator("#install")
+    expect(
+        section.get_by_role("heading", name="Option 2: Freshchat's own webhooks")
+    ).to_be_visible()
+    page.get_by_label("Freshchat's public key").fill("-----BEGIN PUBLIC KEY-----nope")
+    page.get_by_role("button", name="Save public key").click()
+    expect(page.locator("#public_key-error")).to_contain_text("not a valid RSA public key")
+    expect(page.get_by_label("Freshchat's public key")).to_have_value(
+        "-----BEGIN PUBLIC KEY-----nope"
+    )
+    copied = (WEBHOOK_FIXTURES / "test_public_key_as_copied.txt").read_text()
+    page.get_by_label("Freshchat's public key").fill(copied)
+    page.get_by_role("button", name="Save public key").click()
+    expect(page.locator("#webhook-saved")).to_have_text("Public key saved.")
+    url = page.locator("#webhook-url").input_value()
+    assert url.startswith(web.base + "/v1/freshchat/webhooks/")
+    page.locator("#copy-webhook-url").click()
+    expect(page.locator("#webhook-copy-status")).to_contain_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == url
+    expect(page.locator("#webhook-hint")).to_contain_text("none yet")
+    page.locator("#webhook").scroll_into_view_if_needed()
+    shots(page, "webhook-set")
+    # Freshchat resolves a new chat; a wrong signature changes nothing.
+    chat = str(uuid.uuid4())
+    body = orjson.dumps(webhook_event("conversation_resolution", chat, at(f"{DAY}T09:20:00"), "g1"))
+    headers = {"Content-Type": "application/json", "X-Freshchat-Signature": sign(body)}
+    assert httpx.post(url, content=body, headers=headers).status_code == 202
+    bad = {**headers, "X-Freshchat-Signature": sign(body + b" ")}
+    assert httpx.post(url, content=body, headers=bad).status_code == 401
+    run_worker_burst(web)
+    page.reload()
+    expect(page.locator("#webhook-hint")).not_to_contain_text("none yet")
+    page.get_by_role("link", name="Open the deliveries log").click()
+    log = page.locator("#deliveries")
+    expect(log.locator("tbody.delivery").first).to_contain_text("Freshchat webhook")
+    expect(log.locator("tbody.delivery").first).to_contain_text("missing or wrong signature")
+    expect(log).to_contain_text("Conversation resolved")
+    shots(page, "webhook-deliveries")
+    log.get_by_role("link", name=chat).first.click()
+    expect(page.locator("#chat-counted")).to_have_text("Yes, as one contact")
+    expect(page.locator("#chat-queue")).to_have_text("Customer Support")
+    shots(page, "webhook-chat")
     crumbs = page.get_by_role("navigation", name="Breadcrumb")
     crumbs.get_by_role("link", name="Acme Support").click()
     expect_view(page, DAY, "60", "Asia/Kolkata")
