@@ -29,7 +29,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # the one pydantic takes on Python 3.11
 
-from app.compact import Compact, Kind, chat_key, conversation_id_of, epoch_ms
+from app.compact import Compact, Kind, chat_key, epoch_ms
 from app.errors import BadRequest
 from app.event_fields import (
     IN_TURN,
@@ -42,8 +42,6 @@ from app.event_fields import (
     Status,
     TimestampMs,
 )
-
-__all__ = ["Compact", "Kind", "chat_key", "conversation_id_of"]  # from app.compact
 
 CONVERSATION_EVENTS = frozenset(
     {"onConversationCreate", "onConversationUpdate", "onConversationDelete"}

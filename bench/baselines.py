@@ -21,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.compact import Compact, Kind
 from app.errors import AppError
-from app.events import Compact, Kind, parse_body, to_compacts
+from app.events import parse_body, to_compacts
 from app.ingest import EVENTS_PATH
 from app.lua import UNDEFINED_QUEUE
 from app.redis_keys import text

@@ -22,7 +22,7 @@ import orjson
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from app.events import Compact, Kind, chat_key
+from app.compact import Compact, Kind, chat_key
 from app.ingest import EVENTS_PATH as EVENTS_PATH
 from app.integration import NewIntegration
 from app.integrations import Integrations

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import orjson
 from redis import Redis
 
-from app.events import Compact, Kind
+from app.compact import Compact, Kind
 from app.settings import Settings
 from bench.common import (
     GROUPS,

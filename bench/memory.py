@@ -6,7 +6,7 @@ import random
 
 from redis import Redis
 
-from app.events import Compact, Kind, chat_key
+from app.compact import Compact, Kind, chat_key
 from bench.common import (
     GROUPS,
     Row,

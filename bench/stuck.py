@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from app.auth import hash_key
 from app.commit import GroupCommit, Write
-from app.events import Compact, Kind, chat_key
+from app.compact import Compact, Kind, chat_key
 from app.jobs import enqueue_drain
 from app.lua import SLOT_MS, Stored
 from app.redis_keys import RedisKeys

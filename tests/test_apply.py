@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from app.events import Compact, Kind
+from app.compact import Compact, Kind
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.support import (

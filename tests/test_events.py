@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from app import events as events_module
+from app.compact import Kind, chat_key
 from app.errors import BadRequest
-from app.events import ConversationEvent, Kind, chat_key, compact, parse_body, to_compacts
+from app.events import ConversationEvent, compact, parse_body, to_compacts
 from tests.support import G1, at, conv_event, fixture
 
 NOW = at("2026-11-23T12:00:00")

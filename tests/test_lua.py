@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from app.events import Kind
+from app.compact import Kind
 from app.explain import WHY, decode_state
 from app.lua import (
     CHAT_EPOCH_MS,

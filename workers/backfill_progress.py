@@ -20,7 +20,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
-from app.events import Compact, Kind, chat_key
+from app.compact import Compact, Kind, chat_key
 from app.extract_rows import Row, RowReader
 from app.jobs import enqueue_drain
 from app.leases import Lease

@@ -38,8 +38,8 @@ import httpx
 from redis import Redis
 from redis.typing import EncodableT, FieldT
 
+from app.compact import conversation_id_of
 from app.errors import AppError
-from app.events import conversation_id_of
 from app.freshchat import GROUP_TIMEOUT, GroupListing, fetch_conversation, list_groups
 from app.integration import Integration
 from app.integrations import decrypt_secret

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from app.events import chat_key
+from app.compact import chat_key
 from app.lua import CONVERSATION_NEED
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings

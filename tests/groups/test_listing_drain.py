@@ -15,7 +15,7 @@ import pytest
 import redis
 
 import workers.drain
-from app.events import Compact, Kind, chat_key
+from app.compact import Compact, Kind, chat_key
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 from tests.freshchat_standin import FreshchatStandIn, running
