@@ -1,6 +1,7 @@
 """The §10 benchmark: one run, one table, every figure against a baseline of the same run.
 
-bench/run [--quick] [--only ingest,batch,processing,freshness,stuck,memory,growth,reads,backfill]
+bench/run [--quick] [--only ingest,batch,webhook,processing,freshness,stuck,memory,growth,reads,
+                           backfill]
 """
 
 from __future__ import annotations
@@ -17,12 +18,24 @@ from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 
-from bench import backfill, batch, freshness, growth, ingest, memory, processing, reads, stuck
+from bench import (
+    backfill,
+    batch,
+    freshness,
+    growth,
+    ingest,
+    memory,
+    processing,
+    reads,
+    stuck,
+    webhook,
+)
 from bench.common import Row, log
 
 SECTIONS: dict[str, Callable[[bool, int], tuple[list[Row], list[str]]]] = {
     "ingest": ingest.measure,
     "batch": batch.measure,
+    "webhook": webhook.measure,
     "processing": processing.measure,
     "freshness": freshness.measure,
     "stuck": stuck.measure,
