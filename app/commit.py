@@ -22,6 +22,11 @@ from app.redis_keys import RedisKeys
 from app.settings import Settings
 
 MAX_EVENTS_PER_CALL = 5000  # bounds how long one script call holds Redis
+
+
+class NotReplicated(RedisError):
+    """Stored on the master, but fewer replicas than REDIS_REPLICA_ACKS confirmed it in time
+    (the request is answered 503: a retry stores nothing twice)."""
 OLDEST_KEPT = 4  # the ingest script's ARGV[5] (0-based in `head`): oldest delivery id kept
 
 
@@ -141,8 +146,9 @@ class GroupCommit:
             keys, args = self._keys_args(call)
             commands.append((len(keys), *keys, *args))
         script = sha if source is None else source
+        acks = self.settings.redis_replica_acks
         try:
-            if len(commands) == 1:
+            if len(commands) == 1 and not acks:
                 # Usually one shard is busy: a plain command skips the pipeline's machinery.
                 run = self.redis.evalsha if source is None else self.redis.eval
                 try:
@@ -153,9 +159,18 @@ class GroupCommit:
             add = pipe.evalsha if source is None else pipe.eval
             for c in commands:
                 add(script, *c)
-            return list(await pipe.execute(raise_on_error=False))
+            if acks:
+                # WAIT covers the writes of its own connection: the pipeline's, so it goes last.
+                pipe.execute_command("WAIT", acks, self.settings.redis_replica_wait_ms)
+            results = list(await pipe.execute(raise_on_error=False))
         except RedisError as exc:
             return [exc] * len(calls)
+        if acks:
+            acked = results.pop()
+            if isinstance(acked, BaseException) or int(acked) < acks:
+                behind = NotReplicated(f"{acked} of {acks} replica(s) confirmed the write")
+                results = [r if isinstance(r, BaseException) else behind for r in results]
+        return results
 
     def _settle(self, call: Call, result: Any) -> None:
         writes = [w for group in call for w in group]  # the order the script answers in

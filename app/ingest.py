@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from app.auth import bearer_of, hash_key
-from app.commit import GroupCommit, Write
+from app.commit import GroupCommit, NotReplicated, Write
 from app.deliveries import DeliveryLog, delivery_note
 from app.errors import (
     AppError,
@@ -266,6 +266,11 @@ class Ingest:
         write = Write(cred.shard, cred.integration_id, cred.key_hash, encoded, note)
         try:
             return await self.commit.store(write)
+        except NotReplicated as exc:
+            log.warning("events not confirmed by replicas: %s", exc)
+            raise Unavailable(
+                "events not yet copied to the Redis replicas, retry later", retry_after=2
+            ) from None
         except RedisError as exc:
             log.warning("event not stored: %s", type(exc).__name__)
             raise Unavailable("events could not be stored, retry later", retry_after=2) from None

@@ -6,7 +6,7 @@ import base64
 import binascii
 from functools import cached_property
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import ConfigError
@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: RQ's own Redis (queues, workers, the /rq dashboard); "" = REDIS_URL (§14).
+    rq_redis_url: str = ""
+    #: A 202 also waits until this many replicas have the write (Redis WAIT), §14.
+    redis_replica_acks: int = Field(default=0, ge=0, le=16)
+    redis_replica_wait_ms: int = Field(default=1000, ge=10, le=60_000)
     admin_token: str = Field(min_length=16)
     reader_tokens: str = ""
     encryption_key: str
@@ -67,6 +72,20 @@ class Settings(BaseSettings):
                 "print(Fernet.generate_key().decode())'`"
             )
         return value
+
+    @field_validator("redis_url", "rq_redis_url")
+    @classmethod
+    def _redis_url(cls, value: str, info: ValidationInfo) -> str:
+        if value == "" and info.field_name == "rq_redis_url":
+            return value
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @property
+    def rq_url(self) -> str:
+        """Where RQ keeps its queues and workers: RQ_REDIS_URL, else REDIS_URL."""
+        return self.rq_redis_url or self.redis_url
 
     @cached_property
     def reader_token_list(self) -> tuple[str, ...]:
