@@ -272,7 +272,14 @@ def spawn_cli(bs: Settings, *argv: str) -> subprocess.Popen[bytes]:
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # A run started in the background (nohup, `&`) inherits SIGINT ignored, and Python
+        # then keeps ignoring it: give the command the terminal's default, as a user has.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_stops_watching_and_leaves_the_backfill_running(
@@ -289,6 +296,7 @@ def test_ctrl_c_stops_watching_and_leaves_the_backfill_running(
     finally:
         if cli.poll() is None:
             cli.kill()
+            cli.communicate()  # closes its pipes
     bid = first["backfill_id"]
     assert cli.returncode == 130
     assert f"stopped watching; backfill {bid} goes on (queued)" in err.decode()
