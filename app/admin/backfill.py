@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
-from app.admin.contacts import integration_url
-from app.admin.page import NO_INTEGRATION, Page, posted_form, sentence, signed_in_page
+from app.admin.contacts import integration_url, posted_to_section
+from app.admin.page import NO_INTEGRATION, Page, sentence, signed_in_page
 from app.admin.session import HOME
 from app.api_backfill import store_of
 from app.backfill_schemas import backfill_out
@@ -115,12 +115,10 @@ def _field_of(exc: BadRequest) -> str:
 
 async def start_backfill(request: Request) -> Response:
     """*Import* (POST, offer or range form): 303 to the section, showing it or the error."""
-    target = integration_url(request, SECTION)
-    if request.method == "GET":
-        return RedirectResponse(target, 303)
-    posted = await posted_form(request)
+    posted = await posted_to_section(request, SECTION)
     if isinstance(posted, Response):
         return posted
+    target = integration_url(request, SECTION)
     page, form = posted
     first, last = (str(form.get(name) or "").strip()[:40] for name in ("from", "to"))
     typed = {"history_from": first, "history_to": last}
@@ -147,12 +145,10 @@ async def start_backfill(request: Request) -> Response:
 
 async def cancel_backfill(request: Request) -> Response:
     """*Cancel* (POST): the import stops at its next step; GET goes to the section."""
-    target = integration_url(request, SECTION)
-    if request.method == "GET":
-        return RedirectResponse(target, 303)
-    posted = await posted_form(request)
+    posted = await posted_to_section(request, SECTION)
     if isinstance(posted, Response):
         return posted
+    target = integration_url(request, SECTION)
     page, _ = posted
     iid, bid = request.path_params["iid"], request.path_params["bid"]
     try:

@@ -13,14 +13,16 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from app.admin.chart import build_chart, interval_label, interval_starts
 from app.admin.page import (
     PAGE_HEADERS,
     Page,
     page_with_integration,
+    posted_form,
     sentence,
 )
 from app.counts import read_counts
@@ -47,6 +49,14 @@ def integration_url(request: Request, fragment: str = "") -> str:
     iid = request.path_params["iid"]
     query = carried(request.query_params)
     return f"/account/integrations/{quote(iid)}" + (f"?{query}" if query else "") + fragment
+
+
+async def posted_to_section(request: Request, section: str) -> tuple[Page, FormData] | Response:
+    """An action's signed-in POST with its form, or the response instead; opened with GET,
+    the action leads to its section of the integration's page."""
+    if request.method == "GET":
+        return RedirectResponse(integration_url(request, section), 303)
+    return await posted_form(request)
 
 
 @dataclass

@@ -5,15 +5,14 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from app.admin.backfill import history_view
-from app.admin.contacts import carried, integration_url, read_view
+from app.admin.contacts import carried, integration_url, posted_to_section, read_view
 from app.admin.deliveries import chosen_zone, recent_deliveries
 from app.admin.page import (
     NO_INTEGRATION,
     Page,
-    posted_form,
     sentence,
     signed_in_page,
     signin_redirect,
@@ -82,9 +81,7 @@ async def get_integration(request: Request) -> Response:
 async def new_key(request: Request) -> Response:
     """Generate an injixo API key (POST), then redirect to the page that shows it once (a
     reload there neither shows it again nor generates another); GET goes to that page."""
-    if request.method == "GET":
-        return RedirectResponse(integration_url(request, "#install"), 303)
-    posted = await posted_form(request)
+    posted = await posted_to_section(request, "#install")
     if isinstance(posted, Response):
         return posted
     page, _ = posted
@@ -101,9 +98,7 @@ async def new_key(request: Request) -> Response:
 
 async def revoke_key(request: Request) -> Response:
     """Revoke one key at once (POST), then back to the keys list; GET goes to that list."""
-    if request.method == "GET":
-        return RedirectResponse(integration_url(request, "#install"), 303)
-    posted = await posted_form(request)
+    posted = await posted_to_section(request, "#install")
     if isinstance(posted, Response):
         return posted
     page, _ = posted

@@ -3,12 +3,11 @@ to paste back into Freshchat; replace the key, or stop accepting the webhook."""
 
 from __future__ import annotations
 
-from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
-from app.admin.contacts import integration_url
-from app.admin.page import Page, form_field, posted_form, sentence
+from app.admin.contacts import integration_url, posted_to_section
+from app.admin.page import form_field, sentence
 from app.admin.session import HOME
 from app.errors import AppError, NotFound
 from app.webhooks import WebhookIn, Webhooks
@@ -17,17 +16,10 @@ SECTION = "#webhook"
 NO_INTEGRATION = "There is no such integration."
 
 
-async def _posted(request: Request) -> tuple[Page, FormData] | Response:
-    """The signed-in POST with its form, or the response instead (GET: to the section)."""
-    if request.method == "GET":
-        return RedirectResponse(integration_url(request, SECTION), 303)
-    return await posted_form(request)
-
-
 async def set_webhook(request: Request) -> Response:
     """*Save public key* (POST): store it and show the URL; the page again with the error
     and the pasted text when it is not an RSA public key. GET goes to the section."""
-    posted = await _posted(request)
+    posted = await posted_to_section(request, SECTION)
     if isinstance(posted, Response):
         return posted
     page, form = posted
@@ -50,7 +42,7 @@ async def set_webhook(request: Request) -> Response:
 
 async def delete_webhook(request: Request) -> Response:
     """*Stop accepting webhooks* (POST): the URL answers 404 from then on."""
-    posted = await _posted(request)
+    posted = await posted_to_section(request, SECTION)
     if isinstance(posted, Response):
         return posted
     page, _ = posted

@@ -1,5 +1,5 @@
 """What browser tests share: Debian's Chromium driven by Playwright, numbered screenshots,
-and signing in to the page (copied from test_browser.py, which is a test module)."""
+and signing in to the page."""
 
 from __future__ import annotations
 

@@ -31,12 +31,13 @@ import httpx
 import orjson
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Response, expect
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
 from app.redis_keys import RedisKeys
 from app.settings import Settings
+from tests.e2e.browser_support import Shots, chromium, shots_in
 from tests.freshchat_standin import running
 from tests.redis_server import free_port
 from tests.support import (
@@ -55,41 +56,16 @@ from tests.support import (
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 GOOD_KEY = "good-key"
 DASH = "\u2013"
 # A recent past day, so retention windows never expire the test's counts.
 DAY = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
 
 
-@dataclass
-class Shots:
-    """Numbered full-page screenshots, one per step."""
-
-    folder: Path
-    taken: int = 0
-
-    def __call__(self, page: Page, step: str) -> None:
-        """Save the page as `NN-step.png`."""
-        self.taken += 1
-        page.screenshot(path=str(self.folder / f"{self.taken:02d}-{step}.png"), full_page=True)
-
-
 @pytest.fixture
 def shots(tmp_path: Path, request: pytest.FixtureRequest) -> Shots:
     """Screenshots in `$BROWSER_SHOTS/<test name>/` when set, else in the test's tmp_path."""
-    root = os.environ.get("BROWSER_SHOTS")
-    folder = Path(root) / request.node.name if root else tmp_path / "shots"
-    folder.mkdir(parents=True, exist_ok=True)
-    return Shots(folder)
+    return shots_in(request.node.name, tmp_path)
 
 
 class _AttackerHandler(BaseHTTPRequestHandler):
@@ -183,14 +159,8 @@ def web(settings: Settings, tmp_path: Path) -> Iterator[Web]:
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless; Playwright never downloads a browser here."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def run_worker_burst(web: Web) -> None:
