@@ -98,10 +98,11 @@ async def create_integration(request: Request) -> Response:
 
 
 async def _with_activity(
-    integrations: Integrations, listed: list[Integration]
+    request: Request, integrations: Integrations, listed: list[Integration]
 ) -> list[IntegrationOut]:
+    rq = request.app.state.rq_redis  # the workers' heartbeats are RQ's
     states = await read_states(
-        integrations.redis, integrations.redis_keys, integrations.settings, listed
+        integrations.redis, integrations.redis_keys, integrations.settings, listed, rq
     )
     return [i.public().model_copy(update=states[i.id].api_fields()) for i in listed]
 
@@ -109,7 +110,7 @@ async def _with_activity(
 async def list_integrations(request: Request) -> Response:
     """All integrations with their activity (last event, auth failures, stale), no secrets."""
     integrations = admin_of(request)
-    listed = await _with_activity(integrations, await integrations.all())
+    listed = await _with_activity(request, integrations, await integrations.all())
     return json_response(IntegrationList(integrations=listed))
 
 
@@ -125,7 +126,7 @@ async def integration(request: Request) -> Response:
         changes = IntegrationChanges.model_validate(body.model_dump(exclude={"verify"}))
         updated = await integrations.update(iid, changes, verify_api_key if body.verify else None)
         return json_response(updated.public())
-    [one] = await _with_activity(integrations, [await integrations.get(iid)])
+    [one] = await _with_activity(request, integrations, [await integrations.get(iid)])
     return json_response(one)
 
 

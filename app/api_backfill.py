@@ -21,9 +21,8 @@ class AnyJson(RootModel[Any]):
 def store_of(request: Request) -> AsyncBackfills:
     """The backfill store on the web process's sync Redis, its calls run in threads."""
     # Sync, because creating a backfill enqueues an RQ job and RQ is synchronous.
-    return AsyncBackfills(
-        Backfills(request.app.state.ingest.sync_redis, request.app.state.settings)
-    )
+    ingest = request.app.state.ingest
+    return AsyncBackfills(Backfills(ingest.sync_redis, request.app.state.settings, rq=ingest.rq))
 
 
 async def backfills(request: Request) -> Response:

@@ -2,9 +2,11 @@
 
 `Backfills(redis, settings)` takes a *synchronous* `redis.Redis` (the CLI's, the workers',
 or the web tier's `sync_redis`), because creating a backfill enqueues an RQ job and RQ is
-synchronous. Async code uses `AsyncBackfills`, the same methods run in a thread
-(`asyncio.to_thread`) with the sync client. The work itself is `workers.backfill`'s;
-`schedule_backfills` is the workers' janitor's part: the next job of a backfill that is due.
+synchronous. Records live in that (data) Redis; jobs are enqueued and looked up in RQ's
+(`rq`, see `app.jobs.rq_for` when none is given; §14). Async code uses `AsyncBackfills`,
+the same methods run in a thread (`asyncio.to_thread`) with the sync client. The work
+itself is `workers.backfill`'s; `schedule_backfills` is the workers' janitor's part: the
+next job of a backfill that is due.
 
 Redis keys (`BackfillKeys`; per-integration ones carry the shard's hash tag, so one
 integration's backfill keys share a cluster slot with its counts):
@@ -38,7 +40,7 @@ from rq.job import Job, JobStatus
 from app.errors import BadRequest, Conflict, NotFound
 from app.integration import Integration
 from app.integrations import ID_ALPHABET
-from app.jobs import enqueue_backfill
+from app.jobs import enqueue_backfill, rq_for
 from app.leases import Lease, compare_and_delete
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
@@ -193,9 +195,11 @@ class Backfills:
     redis: Redis
     settings: Settings
     clock: Callable[[], float] = time.time
+    rq: Redis | None = None  # RQ's Redis; None: the data one, or RQ_REDIS_URL's if set
 
     def __post_init__(self) -> None:
         self.keys = BackfillKeys(self.settings.key_prefix)
+        self.rq_redis: Redis = self.rq if self.rq is not None else rq_for(self.redis, self.settings)
 
     def integration(self, integration_id: str) -> Integration:
         """The stored integration, or NotFound."""
@@ -250,7 +254,7 @@ class Backfills:
             self.redis.delete(self.keys.record(shard, integration_id, gone))
             self.redis.zrem(listing, gone)
         self.redis.sadd(self.keys.index(), integration_id)
-        job = enqueue_backfill(self.redis, self.settings, integration_id, bid)
+        job = enqueue_backfill(self.rq_redis, self.settings, integration_id, bid)
         self.redis.hset(self.keys.record(shard, integration_id, bid), "job", job)
         return self.get(integration_id, bid)
 
@@ -373,19 +377,24 @@ class AsyncBackfills:
 # --- the workers' janitor: a backfill that waits, or whose worker died, gets its next job ---
 
 
-def _job_waiting(redis: Redis, job_id: str) -> bool:
+def _job_waiting(rq: Redis, job_id: str) -> bool:
     """Whether RQ still holds this job to run (queued, scheduled or deferred)."""
     try:
-        status = Job.fetch(job_id, connection=redis).get_status(refresh=False)
+        status = Job.fetch(job_id, connection=rq).get_status(refresh=False)
     except NoSuchJobError:
         return False
     return status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
-def schedule_backfills(redis: Redis, settings: Settings, now: float | None = None) -> list[str]:
+def schedule_backfills(
+    redis: Redis, settings: Settings, now: float | None = None, *, rq: Redis | None = None
+) -> list[str]:
     """Enqueue the next job of every unfinished backfill that is due and that no live job
-    holds or waits for (a dead worker's lease ran out); returns the backfill ids."""
-    store = Backfills(redis, settings)
+    holds or waits for (a dead worker's lease ran out); returns the backfill ids.
+
+    `redis` holds the records, `rq` is RQ's Redis (None: as `Backfills` decides).
+    """
+    store = Backfills(redis, settings, rq=rq)
     keys = store.keys
     now = time.time() if now is None else now
     scheduled = []
@@ -406,13 +415,13 @@ def schedule_backfills(redis: Redis, settings: Settings, now: float | None = Non
             continue
         if float(record.get("next_at") or 0) > now and not record.get("cancel"):
             continue
-        if record.get("job") and _job_waiting(redis, record["job"]):
+        if record.get("job") and _job_waiting(store.rq_redis, record["job"]):
             continue
         # Every worker's janitor looks: one of them enqueues (a second job would only idle).
         guard_ms = int(max(1.0, 2 * settings.janitor_interval_seconds) * 1000)
         if not redis.set(keys.scheduling(shard, iid), "1", nx=True, px=guard_ms):
             continue
-        job = enqueue_backfill(redis, settings, iid, bid)
+        job = enqueue_backfill(store.rq_redis, settings, iid, bid)
         redis.hset(keys.record(shard, iid, bid), "job", job)
         scheduled.append(bid)
     return scheduled

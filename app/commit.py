@@ -27,6 +27,8 @@ MAX_EVENTS_PER_CALL = 5000  # bounds how long one script call holds Redis
 class NotReplicated(RedisError):
     """Stored on the master, but fewer replicas than REDIS_REPLICA_ACKS confirmed it in time
     (the request is answered 503: a retry stores nothing twice)."""
+
+
 OLDEST_KEPT = 4  # the ingest script's ARGV[5] (0-based in `head`): oldest delivery id kept
 
 

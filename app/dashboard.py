@@ -104,7 +104,7 @@ def dashboard_app(settings: Settings, session: SessionCheck) -> ASGIApp:
     # endpoint, which serves the app's own (empty) folder: point it at the package's.
     assets = Path(rq_dashboard.__file__).resolve().parent / "static"
     flask_app = Flask("injixo_rq_dashboard", static_folder=str(assets))
-    flask_app.config["RQ_DASHBOARD_REDIS_URL"] = [settings.redis_url]
+    flask_app.config["RQ_DASHBOARD_REDIS_URL"] = [settings.rq_url]  # RQ's own Redis (§14)
     flask_app.config["RQ_DASHBOARD_POLL_INTERVAL"] = 2500
     flask_app.register_blueprint(rq_dashboard.blueprint, url_prefix="")
     with flask_app.app_context():

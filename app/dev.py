@@ -258,6 +258,8 @@ def _check(children: list[_Child]) -> None:
 
 
 def _banner(base: str, redis_url: str, about: str, env: dict[str, str], token_from: str) -> str:
+    rq_url = env.get("RQ_REDIS_URL")
+    rq_line = [f"  RQ's redis:    {rq_url}  (RQ_REDIS_URL)"] if rq_url else []
     return "\n".join(
         [
             "",  # apart from the children's log lines around it
@@ -269,6 +271,7 @@ def _banner(base: str, redis_url: str, about: str, env: dict[str, str], token_fr
             f"  OpenAPI:       {base}/openapi.json",
             f"  admin token:   {env['ADMIN_TOKEN']}  ({token_from})",
             f"  redis:         {redis_url}  ({about})",
+            *rq_line,
             "The CLI against this instance (paste into a shell):",
             *(f"export {name}={shlex.quote(value)}" for name, value in env.items()),
             "Ctrl-C stops everything.",
@@ -294,7 +297,15 @@ def _run(
     os.environ.update(ADMIN_TOKEN=token, ENCRYPTION_KEY=key)
     if port is not None:
         os.environ["PORT"] = str(port)
-    web_port = load_settings().port  # every setting checked before anything starts
+    settings = load_settings()  # every setting checked before anything starts
+    web_port = settings.port
+    # RQ on its own Redis only if RQ_REDIS_URL says so (§14); dev never starts that one.
+    rq_url = settings.rq_redis_url
+    if rq_url and not _answers(rq_url):
+        raise DevError(
+            f"dev: RQ_REDIS_URL {rq_url} does not answer; start that Redis, or unset "
+            "RQ_REDIS_URL to keep RQ in the same Redis as the data"
+        )
     if not port_free(web_port):
         raise DevError(
             f"dev: port {web_port} is already in use; stop what listens there or choose "
@@ -314,7 +325,8 @@ def _run(
         if time.monotonic() > deadline:
             raise DevError(f"dev: the web process did not answer {base}/healthz in time")
         time.sleep(0.1)
-    env = {"REDIS_URL": redis_url, "ADMIN_TOKEN": token, "ENCRYPTION_KEY": key}
+    rq_env = {"RQ_REDIS_URL": rq_url} if rq_url else {}
+    env = {"REDIS_URL": redis_url, **rq_env, "ADMIN_TOKEN": token, "ENCRYPTION_KEY": key}
     if as_json:
         urls = {"page": base + "/", "events": base + "/v1/freshchat/events", "rq": base + "/rq"}
         urls |= {"metrics": base + "/metrics", "openapi": base + "/openapi.json"}

@@ -137,6 +137,7 @@ class Ingest:
     settings: Settings
     redis: Redis
     sync_redis: SyncRedis
+    rq: SyncRedis  # RQ's Redis (RQ_REDIS_URL), where drains are enqueued; may be sync_redis
     redis_keys: RedisKeys
     directory: KeyDirectory
     commit: GroupCommit = field(init=False)
@@ -146,10 +147,12 @@ class Ingest:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
-    def build(cls, settings: Settings, redis: Redis, sync_redis: SyncRedis) -> Ingest:
-        """Wire the pieces for one web process."""
+    def build(
+        cls, settings: Settings, redis: Redis, sync_redis: SyncRedis, rq: SyncRedis
+    ) -> Ingest:
+        """Wire the pieces for one web process (`rq`: RQ's sync connection)."""
         redis_keys = RedisKeys(settings.key_prefix)
-        return cls(settings, redis, sync_redis, redis_keys, KeyDirectory(redis, redis_keys))
+        return cls(settings, redis, sync_redis, rq, redis_keys, KeyDirectory(redis, redis_keys))
 
     def __post_init__(self) -> None:
         self.commit = GroupCommit(self.redis, self.settings, self._on_schedule)
@@ -277,7 +280,7 @@ class Ingest:
 
     def _schedule(self, shard: int) -> None:
         try:
-            enqueue_drain(self.sync_redis, self.settings, shard)
+            enqueue_drain(self.rq, self.settings, shard)
         except RedisError as exc:
             # The flag's lease expires and the workers' janitor schedules the drain.
             log.warning("could not enqueue drain of shard %s: %s", shard, type(exc).__name__)

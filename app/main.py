@@ -88,13 +88,23 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Redis answers."""
+    """Ready while the data Redis answers. RQ's own Redis (RQ_REDIS_URL) being down is said
+    in the body but keeps the process ready: events are still stored, and drains are
+    enqueued by the workers' janitor once RQ's Redis is back."""
+    state = request.app.state
     try:
-        await request.app.state.redis.ping()
+        await state.redis.ping()
     except RedisError:
         return Response(
             b'{"status":"redis unavailable"}', status_code=503, media_type="application/json"
         )
+    if state.rq_redis is not state.redis:
+        try:
+            await state.rq_redis.ping()
+        except RedisError:
+            return Response(
+                b'{"status":"ready","rq_redis":"unavailable"}', media_type="application/json"
+            )
     return Response(b'{"status":"ready"}', media_type="application/json")
 
 
@@ -189,10 +199,26 @@ def create_app(settings: Settings | None = None) -> Starlette:
         sync_redis = SyncRedis.from_url(
             settings.redis_url, socket_timeout=5, socket_connect_timeout=2
         )
+        # RQ's own Redis (§14) only when RQ_REDIS_URL names another one: with one Redis the
+        # same clients serve both, so enqueueing a drain costs what it did.
+        separate_rq = settings.rq_url != settings.redis_url
+        rq_redis = redis
+        sync_rq = sync_redis
+        if separate_rq:
+            rq_redis = Redis.from_url(
+                settings.rq_url,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=2,
+                retry=retry,
+            )
+            sync_rq = SyncRedis.from_url(
+                settings.rq_url, socket_timeout=5, socket_connect_timeout=2
+            )
         app.state.settings = settings
         app.state.redis = redis
+        app.state.rq_redis = rq_redis
         app.state.integrations = Integrations(redis, settings)
-        app.state.ingest = Ingest.build(settings, redis, sync_redis)
+        app.state.ingest = Ingest.build(settings, redis, sync_redis, sync_rq)
         app.state.webhooks = WebhookIngest.build(app.state.ingest)
         tune_gc()
         try:
@@ -201,6 +227,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             REQUEST_LINES.flush()
             await redis.aclose()
             sync_redis.close()
+            if separate_rq:
+                await rq_redis.aclose()
+                sync_rq.close()
 
     routes = [
         Route(EVENTS_PATH, EVENTS, methods=["POST"]),

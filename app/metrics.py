@@ -120,6 +120,7 @@ async def system_families(request: Request) -> Iterator[Metric]:
     """Gauges and counters that live in Redis, read in one pipeline."""
     settings: Settings = request.app.state.settings
     redis = request.app.state.redis
+    rq = request.app.state.rq_redis  # RQ's Redis: the workers' heartbeats (§14)
     keys = RedisKeys(settings.key_prefix)
     shards = range(settings.shards)
     async with redis.pipeline(transaction=False) as pipe:
@@ -188,7 +189,7 @@ async def system_families(request: Request) -> Iterator[Metric]:
         labels=["integration"],
     )
     active = [i for i in map(Integration.load, replies[-1]) if i.active]
-    states = await read_states(redis, keys, settings, active)
+    states = await read_states(redis, keys, settings, active, rq)
     tally = dict.fromkeys((s.value for s in State if s is not State.DELETED), 0)
     for integration in active:
         act = activity.get(integration.id)
@@ -204,7 +205,7 @@ async def system_families(request: Request) -> Iterator[Metric]:
     alive = GaugeMetricFamily(
         "injixo_workers_alive", "RQ workers serving the product's queue (heartbeat alive)."
     )
-    alive.add_metric([], await workers_alive(redis, settings))
+    alive.add_metric([], await workers_alive(redis, settings, rq))
     families = [backlog, age, *worker.values(), dead_now, calls, stale, last]
     return iter([*families, by_state, state_of, pending_of, alive])
 

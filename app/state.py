@@ -96,14 +96,25 @@ def _id_ms(entries: Any) -> int | None:
     return int(text(entries[0][0]).split("-")[0])
 
 
-async def workers_alive(redis: Redis, settings: Settings) -> int:
-    """RQ workers serving the product's queue whose heartbeat key still exists."""
-    names = [
-        text(n) for n in await redis.smembers(RQ_QUEUE_WORKERS.format(queue=settings.rq_queue))
-    ]
+async def workers_alive(redis: Redis, settings: Settings, rq: Redis | None = None) -> int:
+    """RQ workers serving the product's queue whose heartbeat key (in RQ's Redis) exists."""
+    # RQ's Redis is `rq` if given, else the data Redis when RQ shares it (§14).
+    if rq is not None or settings.rq_url == settings.redis_url:
+        return await _workers_alive(rq if rq is not None else redis, settings)
+    # A caller holding only the data connection (the API, the page, the CLI): one short
+    # connection to RQ's Redis for this read.
+    client = Redis.from_url(settings.rq_url, socket_timeout=5, socket_connect_timeout=2)
+    try:
+        return await _workers_alive(client, settings)
+    finally:
+        await client.aclose()
+
+
+async def _workers_alive(rq: Redis, settings: Settings) -> int:
+    names = [text(n) for n in await rq.smembers(RQ_QUEUE_WORKERS.format(queue=settings.rq_queue))]
     if not names:
         return 0
-    return int(await redis.exists(*names))
+    return int(await rq.exists(*names))
 
 
 async def read_backlogs(
@@ -295,9 +306,13 @@ def decide(
 
 
 async def read_states(
-    redis: Redis, keys: RedisKeys, settings: Settings, records: list[Integration]
+    redis: Redis,
+    keys: RedisKeys,
+    settings: Settings,
+    records: list[Integration],
+    rq: Redis | None = None,
 ) -> dict[str, IntegrationState]:
-    """The state of each integration, from a few pipelined reads."""
+    """The state of each integration, from a few pipelined reads (`rq`: see workers_alive)."""
     activity = await read_activity(redis, keys)
     backlogs = await read_backlogs(redis, keys, records)
     async with redis.pipeline(transaction=False) as pipe:
@@ -306,7 +321,7 @@ async def read_states(
         installed, uninstalled = await pipe.execute()
     installed_at = {text(k): int(v) for k, v in installed.items()}
     uninstalled_at = {text(k): int(v) for k, v in uninstalled.items()}
-    workers = await workers_alive(redis, settings)
+    workers = await workers_alive(redis, settings, rq)
     now = time.time()
     return {
         r.id: decide(

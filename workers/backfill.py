@@ -51,7 +51,7 @@ from app.errors import AppError, NotFound
 from app.extract import Link, Outcome
 from app.extract_rows import ExtractFormatError, RowReader
 from app.integrations import decrypt_secret
-from app.jobs import enqueue_backfill
+from app.jobs import enqueue_backfill, rq_for
 from app.leases import Lease, LeaseLost
 from app.lua import CHAT_EPOCH_MS
 from app.settings import Settings
@@ -126,7 +126,8 @@ class Backfiller:
     """Runs backfills with the Redis, HTTP client, clock and sleep it is given."""
 
     settings: Settings
-    redis: Redis
+    redis: Redis  # the data: records, streams, counts
+    rq: Redis  # RQ's Redis, where its next jobs and drains are enqueued (may be `redis`)
     client: httpx.Client = field(default_factory=_client)
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -134,16 +135,16 @@ class Backfiller:
     poll_max_s: float = POLL_MAX_S
 
     def __post_init__(self) -> None:
-        self.store = Backfills(self.redis, self.settings, self.clock)
+        self.store = Backfills(self.redis, self.settings, self.clock, self.rq)
         self.keys = BackfillKeys(self.settings.key_prefix)
 
     @classmethod
-    def build(cls, settings: Settings, redis: Redis) -> Backfiller:
-        """The worker's wiring."""
+    def build(cls, settings: Settings, redis: Redis, rq: Redis | None = None) -> Backfiller:
+        """The worker's wiring: data on `redis`, jobs on `rq` (None: `app.jobs.rq_for`)."""
         # httpx logs every request's full URL at INFO: a signed link's query is a secret.
         for name in ("httpx", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        return cls(settings, redis)
+        return cls(settings, redis, rq if rq is not None else rq_for(redis, settings))
 
     def close(self) -> None:
         """Close the HTTP client (the Redis connection is the caller's)."""
@@ -199,7 +200,8 @@ class Backfiller:
         if due > 0 and not wait_inline and not record.get("cancel"):
             return self._note(iid, bid, "not due yet")  # a second job, too early
         key = self.keys.record(shard, iid, bid)
-        run = Run(bid, Progress(self.redis, self.settings, lease, key, iid, shard, record))
+        progress = Progress(self.redis, self.rq, self.settings, lease, key, iid, shard, record)
+        run = Run(bid, progress)
         began = time.monotonic()
         try:
             self._start(run)
@@ -217,7 +219,7 @@ class Backfiller:
                     run.progress.set(next_at=f"{self.clock() + wait:.3f}", job="")
                     break
                 elif not wait_inline and time.monotonic() - began > self._budget():
-                    job = enqueue_backfill(self.redis, self.settings, iid, bid)
+                    job = enqueue_backfill(self.rq, self.settings, iid, bid)
                     run.progress.set(next_at="0", job=job)
                     break
         except Stop as stop:

@@ -42,6 +42,7 @@ class Progress:
     """One backfill's record (a local copy, kept in step) and its appends."""
 
     redis: Redis
+    rq: Redis  # RQ's Redis: the drain jobs of the appended rows
     settings: Settings
     lease: Lease
     key: str
@@ -131,7 +132,7 @@ class Progress:
         replies: list[Any] = self.lease.write(fill)
         self.sent = [a + b for a, b in zip(self.sent, delta, strict=True)]
         if encoded and replies[-1]:  # nobody drains the shard right now
-            enqueue_drain(self.redis, self.settings, self.shard)
+            enqueue_drain(self.rq, self.settings, self.shard)
 
     def link_done(self, identity: str) -> None:
         """The link is imported: its counts join the totals, in one MULTI."""

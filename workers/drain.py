@@ -2,8 +2,10 @@
 dead-lettered event so that a failure is visible and requeueable in RQ (`apply_event`).
 
 Its dependencies are handed in: the worker runner builds one per process, tests and the
-bench build their own. RQ calls the module-level shims at the bottom, which use the
-Drainer the running worker installed (`serving`).
+bench build their own. Events and counts are in the data Redis (`redis`); the follow-up
+jobs it enqueues go to RQ's (`rq`, RQ_REDIS_URL; the same client when RQ shares it). RQ
+calls the module-level shims at the bottom, which use the Drainer the running worker
+installed (`serving`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from redis import Redis
 
-from app.jobs import enqueue_apply_event, enqueue_drain
+from app.jobs import enqueue_apply_event, enqueue_drain, rq_for
 from app.lua import CONVERSATION_NEED
 from app.redis_keys import text
 from app.settings import Settings
@@ -44,11 +46,18 @@ class Drainer:
     redis: Redis
     applier: Applier
     resolver: GroupResolver
+    rq: Redis  # RQ's Redis, where follow-up jobs are enqueued
 
     @classmethod
-    def build(cls, settings: Settings, redis: Redis) -> Drainer:
-        """The usual wiring: applier and group resolver on the same Redis."""
-        return cls(settings, redis, Applier(redis, settings), GroupResolver(redis, settings))
+    def build(cls, settings: Settings, redis: Redis, rq: Redis | None = None) -> Drainer:
+        """The usual wiring: applier and resolver on `redis`, jobs on `rq` (None: rq_for)."""
+        return cls(
+            settings,
+            redis,
+            Applier(redis, settings),
+            GroupResolver(redis, settings),
+            rq if rq is not None else rq_for(redis, settings),
+        )
 
     def close(self) -> None:
         """Close the resolver's HTTP client (the Redis connection is the caller's)."""
@@ -83,7 +92,7 @@ class Drainer:
                 )
             applied += result.applied
             for dead_id in result.dead_ids:
-                enqueue_apply_event(self.redis, self.settings, shard, dead_id)
+                enqueue_apply_event(self.rq, self.settings, shard, dead_id)
             dead += len(result.dead_ids)
             if result.needs and self.resolver.resolve(shard, result.needs):
                 # Names learnt: the events that waited for them were parked meanwhile.
@@ -96,7 +105,7 @@ class Drainer:
                 break
             if time.monotonic() - began > self.settings.drain_time_budget_seconds:
                 # Keep the flag; let other jobs run first.
-                enqueue_drain(self.redis, self.settings, shard)
+                enqueue_drain(self.rq, self.settings, shard)
                 break
         summary = {"shard": shard, "applied": applied, "batches": batches, "dead_lettered": dead}
         log.info("drain done", extra=summary)

@@ -1,5 +1,9 @@
 """The worker process: an RQ worker serving one Drainer and one Backfiller, plus a janitor
-that schedules drains nobody scheduled and the next jobs of backfills that are due."""
+that schedules drains nobody scheduled and the next jobs of backfills that are due.
+
+RQ (its worker, queue and every enqueue) uses RQ's Redis (`settings.rq_url`); the events,
+flags, counts and backfill records stay in the data Redis (`settings.redis_url`). With one
+Redis (RQ_REDIS_URL unset) the clients below are the same ones as before (§14)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 
 from app.backfills import schedule_backfills
-from app.jobs import enqueue_drain
+from app.jobs import enqueue_drain, rq_for
 from app.logs import configure
 from app.redis_keys import RedisKeys
 from app.settings import Settings
@@ -26,14 +30,18 @@ log = logging.getLogger("injixo.worker")
 RESTART_PAUSE_SECONDS = 0.2  # a loop that keeps ending must not spin a core
 
 
-def schedule_pending(redis: Redis, settings: Settings, force: bool = False) -> list[int]:
+def schedule_pending(
+    redis: Redis, settings: Settings, force: bool = False, *, rq: Redis | None = None
+) -> list[int]:
     """Enqueue a drain for every shard with pending events and no live drain (any, if forced).
 
     Covers a web process that died between storing and enqueueing, a drain killed
     mid-batch (its flag's lease runs out), and parked events waiting for a group name
     (each drain asks whether their names can be had now; the group resolver's backoff
-    keeps that from calling Freshchat more often than it allows).
+    keeps that from calling Freshchat more often than it allows). The streams and flags are
+    read in `redis`; the drains go to RQ's Redis `rq` (None: `app.jobs.rq_for`).
     """
+    rq = rq if rq is not None else rq_for(redis, settings)
     keys = RedisKeys(settings.key_prefix)
     lease_ms = int(settings.drain_lease_seconds * 1000)
     with redis.pipeline(transaction=False) as pipe:
@@ -51,18 +59,18 @@ def schedule_pending(redis: Redis, settings: Settings, force: bool = False) -> l
             redis.set(flag, "1", px=lease_ms)
         elif not redis.set(flag, "1", nx=True, px=lease_ms):
             continue
-        enqueue_drain(redis, settings, shard)
+        enqueue_drain(rq, settings, shard)
         scheduled.append(shard)
     return scheduled
 
 
-def _janitor(redis: Redis, settings: Settings, stop: threading.Event) -> None:
+def _janitor(redis: Redis, rq: Redis, settings: Settings, stop: threading.Event) -> None:
     while not stop.wait(settings.janitor_interval_seconds):
         try:
-            shards = schedule_pending(redis, settings)
+            shards = schedule_pending(redis, settings, rq=rq)
             if shards:
                 log.info("janitor scheduled drains for shards %s", shards)
-            if backfills := schedule_backfills(redis, settings):
+            if backfills := schedule_backfills(redis, settings, rq=rq):
                 log.info("janitor scheduled backfill jobs for %s", backfills)
         except Exception:  # the janitor must outlive a Redis outage
             log.warning("janitor pass failed", exc_info=True)
@@ -71,30 +79,43 @@ def _janitor(redis: Redis, settings: Settings, stop: threading.Event) -> None:
 def run_worker(settings: Settings, burst: bool = False) -> bool:
     """Work RQ jobs (burst: until nothing is pending, then return)."""
     configure(settings.log_level)
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
-    schedule_pending(redis, settings, force=burst)
-    schedule_backfills(redis, settings)
+    separate = settings.rq_url != settings.redis_url
+
+    def rq_beside(data: Redis, **timeouts: float) -> Redis:
+        # With one Redis the data client serves RQ too: no more connections than before.
+        return Redis.from_url(settings.rq_url, **timeouts) if separate else data
+
+    rq = Redis.from_url(settings.rq_url, socket_connect_timeout=5)  # the RQ worker's own
+    data = Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    jobs_rq = rq_beside(data, socket_timeout=30, socket_connect_timeout=5)
+    schedule_pending(data, settings, force=burst, rq=jobs_rq)
+    schedule_backfills(data, settings, rq=jobs_rq)
     stop = threading.Event()
     if not burst:
-        janitor_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        janitor_data = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        janitor_rq = rq_beside(janitor_data, socket_connect_timeout=5)
         threading.Thread(
-            target=_janitor, args=(janitor_redis, settings, stop), name="janitor", daemon=True
+            target=_janitor,
+            args=(janitor_data, janitor_rq, settings, stop),
+            name="janitor",
+            daemon=True,
         ).start()
-    data = Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
-    drainer = Drainer.build(settings, data)
-    backfiller = backfill.Backfiller.build(settings, data)
+    drainer = Drainer.build(settings, data, jobs_rq)
+    backfiller = backfill.Backfiller.build(settings, data, jobs_rq)
     try:
         with serving(drainer), backfill.serving(backfiller):
-            return _work(settings, redis, burst)
+            return _work(settings, rq, burst)
     finally:
         stop.set()
         drainer.close()
         backfiller.close()
         data.close()
+        if separate:
+            jobs_rq.close()
 
 
-def _work(settings: Settings, redis: Redis, burst: bool) -> bool:
-    """RQ's work loop, started again whenever it ends without a stop request."""
+def _work(settings: Settings, rq: Redis, burst: bool) -> bool:
+    """RQ's work loop on RQ's Redis, started again whenever it ends without a stop request."""
     # SimpleWorker runs jobs in-process: a drain job is long and cheap to restart, so a
     # fork (or spawn) per job would only add latency (the architecture note's 9 events/s).
     worked = False
@@ -103,7 +124,7 @@ def _work(settings: Settings, redis: Redis, burst: bool) -> bool:
         try:
             # Building the worker already talks to Redis (CLIENT SETNAME), so it belongs
             # inside the try: Redis may go away again the moment it came back.
-            worker = SimpleWorker([Queue(settings.rq_queue, connection=redis)], connection=redis)
+            worker = SimpleWorker([Queue(settings.rq_queue, connection=rq)], connection=rq)
             worked |= bool(worker.work(burst=burst, logging_level=settings.log_level))
         except (RedisConnectionError, RedisTimeoutError):  # from RQ's setup or teardown
             if burst:
@@ -113,7 +134,7 @@ def _work(settings: Settings, redis: Redis, burst: bool) -> bool:
         # RQ's loop quits on any error it meets (a lost connection most often) and returns
         # as if it had been asked to: only a stop request ends this process.
         log.warning("RQ's work loop ended (lost Redis?); working again as soon as it answers")
-        _wait_for_redis(redis)
+        _wait_for_redis(rq)
 
 
 def _stop_requested(worker: SimpleWorker | None) -> bool:

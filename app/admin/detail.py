@@ -34,7 +34,9 @@ async def _detail(page: Page, iid: str) -> Response:
     except NotFound:
         return page.not_found(NO_INTEGRATION)
     view = await read_view(page, record)
-    (status_row,) = await status_rows(page.redis, page.redis_keys, [record], page.settings)
+    (status_row,) = await status_rows(
+        page.redis, page.redis_keys, [record], page.settings, page.request.app.state.rq_redis
+    )
     recent = await recent_deliveries(page, record)
     webhooks = Webhooks(page.redis, page.settings)
     webhook = await webhooks.view_if_set(record.id, str(page.request.base_url))

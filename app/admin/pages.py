@@ -54,7 +54,9 @@ async def get_integrations(request: Request) -> Response:
     if page is None:
         return signin_redirect(request)
     records = [r for r in await page.integrations.all() if r.active]
-    rows = await status_rows(page.redis, page.redis_keys, records, page.settings)
+    rows = await status_rows(
+        page.redis, page.redis_keys, records, page.settings, page.request.app.state.rq_redis
+    )
     for row in rows:
         row["view"] = state_view(row)
     return page.render("integrations.html", {"title": "Integrations", "rows": rows})

@@ -33,10 +33,14 @@ def badge(state: IntegrationState) -> Health:
 
 
 async def status_rows(
-    redis: Redis, keys: RedisKeys, records: list[Integration], settings: Settings
+    redis: Redis,
+    keys: RedisKeys,
+    records: list[Integration],
+    settings: Settings,
+    rq: Redis | None = None,
 ) -> list[dict[str, Any]]:
     """One status row per integration: its state, badge, fix and pending events."""
-    states = await read_states(redis, keys, settings, records)
+    states = await read_states(redis, keys, settings, records, rq)
     out = []
     for record in records:
         state = states[record.id]

@@ -231,7 +231,7 @@ def test_a_parked_chat_is_ready_once_its_assignment_exists(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     iid, shard = add_integration(settings, fc.domain)
-    drainer = Drainer(settings, r, Applier(r, settings), resolver)
+    drainer = Drainer(settings, r, Applier(r, settings), resolver, r)
     park(r, settings, shard, iid, CONVERSATION_NEED + CHAT, "gnever")
     fc.fail_always(503)
     assert drainer._parked_ready(shard) == []  # nothing known, Freshchat fails
@@ -251,7 +251,7 @@ def test_a_parked_chat_is_looked_up_by_the_drain(
     r: redis.Redis, settings: Settings, fc: FreshchatStandIn, resolver: GroupResolver
 ) -> None:
     iid, shard = add_integration(settings, fc.domain)
-    drainer = Drainer(settings, r, Applier(r, settings), resolver)
+    drainer = Drainer(settings, r, Applier(r, settings), resolver, r)
     park(r, settings, shard, iid, CONVERSATION_NEED + CHAT)
     assert drainer._parked_ready(shard) == [iid]
     assert assignment(r, settings, shard, iid) == "0:g1"
