@@ -3,6 +3,7 @@ apply script, merging with live events, the Freshchat flow's failure modes and s
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -16,8 +17,10 @@ from typing import Any
 
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from app.backfills import Backfills
+from app.integrations import Integrations
 from app.lua import UNDEFINED_QUEUE
 from app.redis_keys import RedisKeys
 from app.settings import Settings
@@ -407,3 +410,25 @@ def test_a_report_freshchat_forgot_is_asked_again_and_progress_stays_exact(
     assert len(fc.of("submit")) == 2 and len(fc.of("download")) == 3
     apply_all(r, bs, integration.shard)
     assert counts(r, bs, integration.id, integration.shard) == expected_counts(rows)
+
+
+def test_deleting_the_integration_cancels_its_backfill(
+    bs: Settings, r: redis.Redis, fc: ExtractStandIn
+) -> None:
+    integration = new_integration(bs, fc)
+    backfills = Backfills(r, bs)
+    bid = backfills.create(integration.id, {"from": days_ago(3), "to": days_ago(1)})["backfill_id"]
+
+    async def delete() -> None:
+        client = AsyncRedis.from_url(bs.redis_url)
+        try:
+            await Integrations(client, bs).delete(integration.id)
+        finally:
+            await client.aclose()
+
+    asyncio.run(delete())
+    b = backfiller(bs, r)
+    result = b.run(integration.id, bid, wait_inline=True)
+    b.close()
+    assert (result["state"], result["error"]) == ("cancelled", "the integration was deleted")
+    assert fc.of("submit") == []  # nothing asked of Freshchat for a deleted integration

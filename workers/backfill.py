@@ -241,7 +241,7 @@ class Backfiller:
         """Load what the steps need; mark the backfill running."""
         integration = self.store.integration(run.iid)
         if not integration.active:
-            raise Stop(FAILED, "the integration was deleted")
+            raise Stop(CANCELLED, "the integration was deleted")
         try:
             run.api_key = decrypt_secret(self.settings, integration.freshchat_api_key_enc)
         except AppError as exc:
