@@ -23,8 +23,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date
 from itertools import islice
@@ -56,6 +55,7 @@ from app.leases import Lease, LeaseLost
 from app.lua import CHAT_EPOCH_MS
 from app.settings import Settings
 from workers.backfill_progress import Progress
+from workers.serving import Served
 
 log = logging.getLogger("injixo.backfill")
 
@@ -370,25 +370,17 @@ class Backfiller:
 
 # --- RQ job shim (enqueued by dotted path from app.jobs) ------------------------------------
 
-_SERVING: ContextVar[Backfiller] = ContextVar("backfiller")
+_SERVED: Served[Backfiller] = Served(
+    "backfiller",
+    "backfill jobs run in `injixo-freshchat worker`, which hands them their Backfiller",
+)
 
 
-@contextmanager
-def serving(backfiller: Backfiller) -> Iterator[Backfiller]:
+def serving(backfiller: Backfiller) -> AbstractContextManager[Backfiller]:
     """Run RQ jobs in this block with `backfiller` (the worker runner wraps its work loop)."""
-    token = _SERVING.set(backfiller)
-    try:
-        yield backfiller
-    finally:
-        _SERVING.reset(token)
+    return _SERVED.serving(backfiller)
 
 
 def run_backfill(integration_id: str, backfill_id: str) -> dict[str, Any]:
     """RQ job: the next steps of one backfill."""
-    try:
-        backfiller = _SERVING.get()
-    except LookupError:
-        raise RuntimeError(
-            "backfill jobs run in `injixo-freshchat worker`, which hands them their Backfiller"
-        ) from None
-    return backfiller.run(integration_id, backfill_id)
+    return _SERVED.get().run(integration_id, backfill_id)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +24,7 @@ from app.redis_keys import text
 from app.settings import Settings
 from workers.applier import Applier
 from workers.groups import GroupResolver, usable
+from workers.serving import Served
 
 log = logging.getLogger("injixo.drain")
 
@@ -168,33 +167,21 @@ class Drainer:
 
 # --- RQ job shims (enqueued by dotted path from app.jobs) --------------------------------
 
-_SERVING: ContextVar[Drainer] = ContextVar("drainer")
+_SERVED: Served[Drainer] = Served(
+    "drainer", "drain jobs run in `injixo-freshchat worker`, which hands them their Drainer"
+)
 
 
-@contextmanager
-def serving(drainer: Drainer) -> Iterator[Drainer]:
+def serving(drainer: Drainer) -> AbstractContextManager[Drainer]:
     """Run RQ jobs in this block with `drainer` (the worker runner wraps its work loop)."""
-    token = _SERVING.set(drainer)
-    try:
-        yield drainer
-    finally:
-        _SERVING.reset(token)
-
-
-def _drainer() -> Drainer:
-    try:
-        return _SERVING.get()
-    except LookupError:
-        raise RuntimeError(
-            "drain jobs run in `injixo-freshchat worker`, which hands them their Drainer"
-        ) from None
+    return _SERVED.serving(drainer)
 
 
 def drain(shard: int) -> dict[str, Any]:
     """RQ job: drain one shard."""
-    return _drainer().drain(shard)
+    return _SERVED.get().drain(shard)
 
 
 def apply_event(shard: int, dead_id: str) -> dict[str, Any]:
     """RQ job: apply one dead-lettered event."""
-    return _drainer().apply_event(shard, dead_id)
+    return _SERVED.get().apply_event(shard, dead_id)
