@@ -235,7 +235,8 @@ WORDS = {
     Traffic.DELETED: ("Deleted", ""),
     Traffic.WAITING: (
         "Waiting for the first event",
-        "Install the injixo app in Freshchat with an injixo API key from this page.",
+        "Install the injixo app in Freshchat with an injixo API key from this page, or set "
+        "up Freshchat's own webhooks there.",
     ),
     Traffic.RECEIVING: ("Receiving events", ""),
     Traffic.ONLY_REJECTED: (
