@@ -87,6 +87,7 @@ def test_import_progress_bar_updates_by_itself(
             _import_and_watch(page, shots, halfway)
             _counted(page, rows)
             _cancel_another(page, shots)
+            _jobs_in_the_dashboard(page, bs.rq_queue, shots)
     finally:
         halfway.set()
         context.close()
@@ -208,3 +209,16 @@ def _cancel_another(page: Page, shots: Shots) -> None:
     expect(page.locator("#imports tbody tr")).to_have_count(2)
     page.locator("#history").scroll_into_view_if_needed()
     shots(page, "second-import-cancelled")
+
+
+def _jobs_in_the_dashboard(page: Page, queue: str, shots: Shots) -> None:
+    """The import ran as RQ jobs: the operator finds them, done, in /rq (linked from the page)."""
+    page.get_by_role("link", name="RQ dashboard").click()
+    expect(page).to_have_title("RQ dashboard")
+    row = page.locator("#queues tbody tr[data-role=queue]", has_text=queue)
+    finished = row.locator("td").nth(5).locator("a")  # queued, deferred, scheduled, started
+    expect(finished).not_to_have_text("0")
+    shots(page, "rq-queues")
+    finished.click()
+    expect(page.locator("#jobs")).to_contain_text("backfill ")
+    shots(page, "rq-finished-backfill-jobs")
