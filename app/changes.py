@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from app.counts import names_of
 from app.errors import BadRequest, Gone
 from app.intervals import iso_utc
 from app.lua import SLOT_MS
+from app.redis_client import shard_transaction
 from app.redis_keys import RedisKeys, text
 
 _REVISION = re.compile(r"^(0|[1-9][0-9]{0,17})$")
@@ -46,11 +48,14 @@ async def read_changes(
     redis: Redis, keys: RedisKeys, shard: int, iid: str, since: int, retention_days: int
 ) -> Changes:
     """Every cell whose count changed after `since`; Gone when that history was dropped."""
-    async with redis.pipeline(transaction=True) as pipe:
+
+    def fill(pipe: Pipeline) -> None:
         pipe.hmget(keys.revisions(shard), ["#", "/f"])
         pipe.zrangebyscore(keys.changes(shard), f"({since}", "+inf")
         pipe.hgetall(keys.queue_names(shard, iid))
-        (current, floor), cells, names = await pipe.execute()
+
+    # One slot (the shard's hash tag), so one MULTI even on a cluster (§14).
+    (current, floor), cells, names = await shard_transaction(redis, keys.revisions(shard), fill)
     revision = int(current or 0)
     if since > revision:
         raise BadRequest(

@@ -3,11 +3,16 @@ are stored together, one ingest-script call per shard, all calls in one pipeline
 
 An idle server adds no delay (the first request is sent at once); under load batches
 grow by themselves. Each request stays atomic inside the script.
+
+On a Redis Cluster (§14) each shard's call is sent on its own, concurrently: the keys of
+one call share the shard's hash tag (one slot), a cluster pipeline cannot carry EVALSHA,
+and the shards live on different nodes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -15,9 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import AskError, NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from app.lua import STORED_OK, Lua, StoreOutcome, load, store_outcome
+from app.lua import STORED_OK, Lua, LuaScript, StoreOutcome, load, store_outcome
+from app.redis_client import STORAGE_ERRORS, AsyncDataCluster, as_cluster
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 
@@ -59,6 +66,7 @@ class GroupCommit:
 
     def __post_init__(self) -> None:
         self.redis_keys = RedisKeys(self.settings.key_prefix)
+        self.cluster = as_cluster(self.redis)
         s = self.settings
         self.head: list[Any] = [
             int(s.drain_lease_seconds * 1000),
@@ -131,17 +139,27 @@ class GroupCommit:
             oldest_ms = int(time.time() * 1000) - self.settings.deliveries_days * 86_400_000
             self.head[OLDEST_KEPT] = f"{oldest_ms}-0"
             calls = self._calls(batch)
-            results = await self._send(calls, script.sha, None)
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if missing:
-                # Redis restarted or flushed its scripts: EVAL the source (caching it again).
-                again = await self._send([calls[i] for i in missing], script.sha, script.source)
-                for i, result in zip(missing, again, strict=True):
-                    results[i] = result
+            if self.cluster is None:
+                results = await self._store(self.redis, calls, script)
+            else:
+                results = await self._store_cluster(self.cluster, calls, script)
             for call, result in zip(calls, results, strict=True):
                 self._settle(call, result)
 
-    async def _send(self, calls: list[Call], sha: str, source: str | None) -> list[Any]:
+    async def _store(self, redis: Redis, calls: list[Call], script: LuaScript) -> list[Any]:
+        """One result per call, errors included (EVALSHA, then EVAL where it was missing)."""
+        results = await self._send(redis, calls, script.sha, None)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            # Redis restarted or flushed its scripts: EVAL the source (caching it again).
+            again = await self._send(redis, [calls[i] for i in missing], script.sha, script.source)
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
+
+    async def _send(
+        self, redis: Redis, calls: list[Call], sha: str, source: str | None
+    ) -> list[Any]:
         """One result per call, errors included; one round trip (a pipeline if several)."""
         commands = []
         for call in calls:
@@ -152,12 +170,12 @@ class GroupCommit:
         try:
             if len(commands) == 1 and not acks:
                 # Usually one shard is busy: a plain command skips the pipeline's machinery.
-                run = self.redis.evalsha if source is None else self.redis.eval
+                run = redis.evalsha if source is None else redis.eval
                 try:
                     return [await run(script, *commands[0])]
                 except NoScriptError as exc:
                     return [exc]
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = redis.pipeline(transaction=False)
             add = pipe.evalsha if source is None else pipe.eval
             for c in commands:
                 add(script, *c)
@@ -173,6 +191,47 @@ class GroupCommit:
                 behind = NotReplicated(f"{acked} of {acks} replica(s) confirmed the write")
                 results = [r if isinstance(r, BaseException) else behind for r in results]
         return results
+
+    async def _store_cluster(
+        self, cluster: AsyncDataCluster, calls: list[Call], script: LuaScript
+    ) -> list[Any]:
+        """Each call on its own, concurrently. Without replica acks through the cluster client
+        (it follows MOVED and ASK and retries TRYAGAIN); with them as [EVALSHA..., WAIT] on a
+        plain client of the master serving the calls' slot, as WAIT counts the writes of its
+        own connection. A slot that moved or a master that went away fails its requests (503)
+        and has the slot map read again for the next ones."""
+        if not self.settings.redis_replica_acks:
+            return list(await asyncio.gather(*(self._call_cluster(c, script) for c in calls)))
+        per_node: dict[int, tuple[Redis, list[int]]] = {}
+        try:
+            for i, call in enumerate(calls):
+                node = await cluster.node_client(self.redis_keys.stream(call[0][0].shard))
+                per_node.setdefault(id(node), (node, []))[1].append(i)
+        except STORAGE_ERRORS as exc:
+            return [_as_redis_error(exc)] * len(calls)
+        results: list[Any] = [None] * len(calls)
+
+        async def run(node: Redis, indexes: list[int]) -> None:
+            answers = await self._store(node, [calls[i] for i in indexes], script)
+            for i, answer in zip(indexes, answers, strict=True):
+                results[i] = answer
+
+        await asyncio.gather(*(run(node, indexes) for node, indexes in per_node.values()))
+        if any(isinstance(r, AskError | RedisConnectionError) for r in results):  # MOVED too
+            # (If that fails too, the cluster client reads the map on its next error anyway.)
+            with contextlib.suppress(*STORAGE_ERRORS):
+                await cluster.refresh_slots()
+        return results
+
+    async def _call_cluster(self, call: Call, script: LuaScript) -> Any:
+        keys, args = self._keys_args(call)
+        try:
+            try:
+                return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:  # a node that restarted, or a new master
+                return await self.redis.eval(script.source, len(keys), *keys, *args)
+        except STORAGE_ERRORS as exc:
+            return _as_redis_error(exc)
 
     def _settle(self, call: Call, result: Any) -> None:
         writes = [w for group in call for w in group]  # the order the script answers in
@@ -191,3 +250,10 @@ class GroupCommit:
                 write.future.set_result(outcome)
         if schedule:
             self.on_schedule(writes[0].shard)
+
+
+def _as_redis_error(exc: Exception) -> RedisError:
+    """A storage failure as a RedisError (the cluster client raises a few that are not)."""
+    if isinstance(exc, RedisError):
+        return exc
+    return RedisError(f"{type(exc).__name__}: {exc}")

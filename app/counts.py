@@ -11,9 +11,11 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from app.intervals import Query, bucket_start, iso_in
 from app.lua import SLOT_MS, SLOTS_PER_DAY, UNDEFINED_QUEUE
+from app.redis_client import shard_transaction
 from app.redis_keys import RedisKeys, text
 
 
@@ -158,7 +160,8 @@ async def read_counts(
     first = int(query.start.timestamp() * 1000) // SLOT_MS
     last = int(query.end.timestamp() * 1000) // SLOT_MS  # exclusive
     days = range(first // SLOTS_PER_DAY, (last - 1) // SLOTS_PER_DAY + 1)
-    async with redis.pipeline(transaction=True) as pipe:
+
+    def fill(pipe: Pipeline) -> None:
         pipe.hget(keys.revisions(shard), "#")
         pipe.xrange(keys.stream(shard), "-", "+", count=1)
         pipe.xrange(keys.parked(shard, iid), "-", "+", count=1)
@@ -166,7 +169,11 @@ async def read_counts(
         pipe.hgetall(keys.queue_names(shard, iid))
         for day in days:
             pipe.hgetall(keys.counts(shard, iid, day))
-        revision, pending, parked, now, names, *per_day = await pipe.execute()
+
+    # Every key carries the shard's hash tag: one slot, one MULTI even on a cluster (§14).
+    revision, pending, parked, now, names, *per_day = await shard_transaction(
+        redis, keys.revisions(shard), fill
+    )
     fields = dict(zip(days, per_day, strict=True))
     rows = aggregate(first, last, fields, names_of(names), query)
     return Snapshot(text(revision or b"0"), applied_through([pending, parked], now), rows)

@@ -18,12 +18,12 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from app.compact import Kind, chat_key, conversation_id_of
 from app.errors import AppError, BadRequest
 from app.events import ConversationEvent, OtherEvent
 from app.intervals import iso_utc
+from app.redis_client import STORAGE_ERRORS
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 from app.webhook_events import ACTION_LETTERS
@@ -100,7 +100,7 @@ class DeliveryLog:
                 )
                 pipe.expire(stream, self.settings.deliveries_days * 86_400)
                 await pipe.execute()
-        except RedisError:
+        except STORAGE_ERRORS:
             log.warning("could not log a rejected delivery")
 
     async def lifecycle(self, integration_id: str, event: str) -> None:
@@ -109,7 +109,7 @@ class DeliveryLog:
         target = keys.app_installed() if event == "onAppInstall" else keys.app_uninstalled()
         try:
             await self.redis.hset(target, integration_id, int(time.time()))
-        except RedisError:
+        except STORAGE_ERRORS:
             log.warning("could not record an app lifecycle event")
 
 

@@ -35,6 +35,7 @@ from app.jobs import enqueue_drain
 from app.logs import LOGGED, REQUEST_LINES
 from app.lua import Stored, StoreOutcome
 from app.metrics import AUTH_FAILURES, count_accepted, count_rejected
+from app.redis_client import STORAGE_ERRORS
 from app.redis_keys import RedisKeys, text
 from app.schemas import Accepted
 from app.settings import Settings
@@ -179,7 +180,7 @@ class Ingest:
             count_rejected(exc.reason)
             fields["reason"] = exc.reason
             status, headers, body = _error_parts(exc)
-        except RedisError as exc:
+        except STORAGE_ERRORS as exc:
             log.warning("redis unavailable: %s", type(exc).__name__)
             unavailable = storage_unavailable()
             count_rejected(unavailable.reason)
@@ -281,7 +282,7 @@ class Ingest:
     def _schedule(self, shard: int) -> None:
         try:
             enqueue_drain(self.rq, self.settings, shard)
-        except RedisError as exc:
+        except STORAGE_ERRORS as exc:
             # The flag's lease expires and the workers' janitor schedules the drain.
             log.warning("could not enqueue drain of shard %s: %s", shard, type(exc).__name__)
 
@@ -307,7 +308,7 @@ class Ingest:
                 for key, field_name, value in writes:
                     pipe.hset(key, field_name, value)
                 await pipe.execute()
-        except RedisError:
+        except STORAGE_ERRORS:
             log.warning("could not record last use")
 
     async def record_auth_failure(self, integration_id: str) -> None:
@@ -317,7 +318,7 @@ class Ingest:
                 pipe.hincrby(self.redis_keys.auth_failures(), integration_id, 1)
                 pipe.hset(self.redis_keys.auth_failure_at(), integration_id, int(time.time()))
                 await pipe.execute()
-        except RedisError:
+        except STORAGE_ERRORS:
             log.warning("could not record an auth failure")
 
     def spawn(self, coro: Any) -> None:

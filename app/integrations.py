@@ -1,4 +1,11 @@
-"""The integration store: integrations and their injixo API keys in Redis (§2)."""
+"""The integration store: integrations and their injixo API keys in Redis (§2).
+
+The admin keys live in different slots on a Redis Cluster (§14), so a change of several is
+a sequence of single-key writes, not a transaction, ordered so that a failure halfway
+(answered 503, and safe to retry) leaves nothing usable that should not be: a key becomes
+usable last and is revoked first; a deleted integration is marked deleted before its name
+is freed.
+"""
 
 from __future__ import annotations
 
@@ -155,10 +162,8 @@ class Integrations:
                 await self.revoke_key(integration_id, meta["key_id"])
         await Webhooks(self.redis, self.settings).delete(integration)
         deleted = integration.model_copy(update={"status": Status.DELETED})
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.redis_keys.name_index(), _fold(integration.name))
-            pipe.hset(self.redis_keys.integrations(), integration_id, deleted.dump())
-            await pipe.execute()
+        await self._put(deleted)
+        await self.redis.hdel(self.redis_keys.name_index(), _fold(integration.name))
 
     async def create_key(self, integration_id: str) -> dict[str, str]:
         """Generate an injixo API key; the secret is in the answer only."""
@@ -173,15 +178,13 @@ class Integrations:
             "revoked_at": None,
             "hash": key.key_hash,
         }
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.redis_keys.api_key_owner(key.key_hash), f"{integration_id}:{key.key_id}")
-            pipe.hset(self.redis_keys.api_key_meta(integration_id), key.key_id, orjson.dumps(meta))
-            pipe.hset(
-                self.redis_keys.active_api_keys(integration.shard, integration_id),
-                key.key_hash,
-                key.key_id,
-            )
-            await pipe.execute()
+        rk = self.redis_keys
+        await self.redis.set(rk.api_key_owner(key.key_hash), f"{integration_id}:{key.key_id}")
+        await self.redis.hset(rk.api_key_meta(integration_id), key.key_id, orjson.dumps(meta))
+        # Usable from here on (the ingest script checks the active set): so written last.
+        await self.redis.hset(
+            rk.active_api_keys(integration.shard, integration_id), key.key_hash, key.key_id
+        )
         return {"key_id": key.key_id, "api_key": key.secret, "prefix": key.prefix}
 
     async def list_keys(self, integration_id: str) -> list[dict[str, Any]]:
@@ -207,9 +210,10 @@ class Integrations:
         meta = orjson.loads(raw)
         if meta["revoked_at"] is None:
             meta["revoked_at"] = int(time.time())
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(
-                self.redis_keys.active_api_keys(integration.shard, integration_id), meta["hash"]
-            )
-            pipe.hset(self.redis_keys.api_key_meta(integration_id), key_id, orjson.dumps(meta))
-            await pipe.execute()
+        # Unusable first; the metadata (the listing's `revoked_at`) follows.
+        await self.redis.hdel(
+            self.redis_keys.active_api_keys(integration.shard, integration_id), meta["hash"]
+        )
+        await self.redis.hset(
+            self.redis_keys.api_key_meta(integration_id), key_id, orjson.dumps(meta)
+        )

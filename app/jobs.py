@@ -13,6 +13,7 @@ import uuid
 from redis import Redis
 from rq import Queue
 
+from app.redis_client import rq_client
 from app.settings import Settings
 
 DRAIN = "workers.drain.drain"
@@ -32,7 +33,7 @@ def rq_for(redis: Redis, settings: Settings) -> Redis:
     with _SHARED_LOCK:
         client = _SHARED.get(settings.rq_url)
         if client is None:
-            client = Redis.from_url(settings.rq_url, socket_timeout=30, socket_connect_timeout=5)
+            client = rq_client(settings, socket_timeout=30, socket_connect_timeout=5)
             _SHARED[settings.rq_url] = client
         return client
 

@@ -4,6 +4,11 @@ whose lease ran out (killed, stalled) can no longer write once another took over
 Writes go in one MULTI under WATCH of the lease key, after checking the token (no Lua: a
 transaction is enough and keeps the scripts in `app/lua` to the counting path's). A thread
 renews the lease while its holder works, so a long HTTP call does not lose it.
+
+On a Redis Cluster (§14) the same holds as long as every key written under a lease shares
+the lease key's slot (the backfill keys all carry the shard's hash tag): redis-py's cluster
+pipeline runs a WATCH/MULTI/EXEC on the node serving that slot, and only when asked for a
+transaction explicitly (`pipeline()` alone is not one there).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ class Lease:
     def write(self, fill: Callable[[Pipeline], None]) -> list[Any]:
         """Run `fill`'s commands in one MULTI, only while the lease is ours (renewing it)."""
         for _ in range(20):
-            with self.redis.pipeline() as pipe:
+            with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(self.key)  # type: ignore[no-untyped-call]
                     if text(pipe.get(self.key) or b"") != self.token:
@@ -89,13 +94,5 @@ class Lease:
 
 
 def compare_and_delete(redis: Redis, key: str, value: str) -> None:
-    """Delete `key` if it still holds `value`."""
-    with redis.pipeline() as pipe:
-        try:
-            pipe.watch(key)  # type: ignore[no-untyped-call]
-            if text(pipe.get(key) or b"") == value:
-                pipe.multi()
-                pipe.delete(key)
-                pipe.execute()
-        except WatchError:
-            pass  # changed meanwhile: no longer ours to delete
+    """Delete `key` if it still holds `value` (changed meanwhile: no longer ours to delete)."""
+    bind(redis, Lua.UNLOCK)(keys=[key], args=[value])

@@ -8,12 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -32,6 +30,13 @@ from app.integrations import Integrations
 from app.logs import REQUEST_LINES, RequestLog, configure
 from app.metrics import metrics
 from app.openapi import openapi
+from app.redis_client import (
+    STORAGE_ERRORS,
+    async_data_client,
+    async_rq_client,
+    data_client,
+    rq_client,
+)
 from app.settings import Settings, load_settings
 from app.webhook_ingest import WebhookIngest
 from app.webhooks import WEBHOOK_PATH
@@ -78,6 +83,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _redis_error(request: Request, exc: Exception) -> Response:
+    """Redis (or a cluster in a failover or a slot migration) cannot serve it now: 503."""
     log.warning("redis unavailable: %s", type(exc).__name__)
     return _error_response(storage_unavailable())
 
@@ -94,14 +100,14 @@ async def readyz(request: Request) -> Response:
     state = request.app.state
     try:
         await state.redis.ping()
-    except RedisError:
+    except STORAGE_ERRORS:
         return Response(
             b'{"status":"redis unavailable"}', status_code=503, media_type="application/json"
         )
     if state.rq_redis is not state.redis:
         try:
             await state.rq_redis.ping()
-        except RedisError:
+        except STORAGE_ERRORS:
             return Response(
                 b'{"status":"ready","rq_redis":"unavailable"}', media_type="application/json"
             )
@@ -190,30 +196,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
             retries=3,
             supported_errors=(RedisConnectionError,),
         )
-        redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=2,
-            retry=retry,
+        # (On a cluster, REDIS_CLUSTER, `retry` only sets how often a command is sent again
+        # after a connection error, a timeout or CLUSTERDOWN, each time on a fresh slot map.)
+        redis = async_data_client(
+            settings, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=2, retry=retry
         )
-        sync_redis = SyncRedis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
+        sync_redis = data_client(settings, socket_timeout=5, socket_connect_timeout=2)
         # RQ's own Redis (§14) only when RQ_REDIS_URL names another one: with one Redis the
         # same clients serve both, so enqueueing a drain costs what it did.
         separate_rq = settings.rq_url != settings.redis_url
         rq_redis = redis
         sync_rq = sync_redis
         if separate_rq:
-            rq_redis = Redis.from_url(
-                settings.rq_url,
-                socket_timeout=REDIS_TIMEOUT_S,
-                socket_connect_timeout=2,
-                retry=retry,
+            rq_redis = async_rq_client(
+                settings, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=2, retry=retry
             )
-            sync_rq = SyncRedis.from_url(
-                settings.rq_url, socket_timeout=5, socket_connect_timeout=2
-            )
+            sync_rq = rq_client(settings, socket_timeout=5, socket_connect_timeout=2)
         app.state.settings = settings
         app.state.redis = redis
         app.state.rq_redis = rq_redis
@@ -251,6 +249,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={
             AppError: _app_error,
             RedisError: _redis_error,
+            RedisClusterException: _redis_error,  # e.g. no master serves a slot (failover)
             HTTPException: _http_error,
         },
     )

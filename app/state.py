@@ -18,6 +18,7 @@ from app.activity import Activity, Traffic, read_activity, traffic
 from app.errors import AppError
 from app.integration import Integration
 from app.integrations import decrypt_secret
+from app.redis_client import async_rq_client
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 
@@ -103,7 +104,7 @@ async def workers_alive(redis: Redis, settings: Settings, rq: Redis | None = Non
         return await _workers_alive(rq if rq is not None else redis, settings)
     # A caller holding only the data connection (the API, the page, the CLI): one short
     # connection to RQ's Redis for this read.
-    client = Redis.from_url(settings.rq_url, socket_timeout=5, socket_connect_timeout=2)
+    client = async_rq_client(settings, socket_timeout=5, socket_connect_timeout=2)
     try:
         return await _workers_alive(client, settings)
     finally:

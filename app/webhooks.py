@@ -119,14 +119,15 @@ class Webhooks:
         hook = Webhook(webhook_id, key.pem, key.fingerprint, created, now)
         keys = self.redis_keys
         active = keys.active_api_keys(integration.shard, integration.id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if old is not None and old.webhook_id != webhook_id:
-                pipe.delete(keys.webhook_owner(old.webhook_id))
-                pipe.hdel(active, webhook_key_hash(old.webhook_id))
-            pipe.hset(keys.webhooks(), integration.id, hook.dump())
-            pipe.set(keys.webhook_owner(webhook_id), integration.id)
-            pipe.hset(active, webhook_key_hash(webhook_id), WEBHOOK_KEY_ID)
-            await pipe.execute()
+        # Single-key writes in an order that is safe to stop anywhere (the keys are in
+        # different slots on a cluster, §14): the old URL is revoked first; the record comes
+        # next, so a retry finds it and finishes; the new URL is usable last (active set).
+        if old is not None and old.webhook_id != webhook_id:
+            await self.redis.hdel(active, webhook_key_hash(old.webhook_id))
+            await self.redis.delete(keys.webhook_owner(old.webhook_id))
+        await self.redis.hset(keys.webhooks(), integration.id, hook.dump())
+        await self.redis.set(keys.webhook_owner(webhook_id), integration.id)
+        await self.redis.hset(active, webhook_key_hash(webhook_id), WEBHOOK_KEY_ID)
         return hook
 
     async def delete(self, integration: Integration) -> bool:
@@ -135,14 +136,13 @@ class Webhooks:
         if old is None:
             return False
         keys = self.redis_keys
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(keys.webhooks(), integration.id)
-            pipe.delete(keys.webhook_owner(old.webhook_id))
-            pipe.hdel(
-                keys.active_api_keys(integration.shard, integration.id),
-                webhook_key_hash(old.webhook_id),
-            )
-            await pipe.execute()
+        # Unusable first, the record last: a retry after a failure halfway finds it again.
+        await self.redis.hdel(
+            keys.active_api_keys(integration.shard, integration.id),
+            webhook_key_hash(old.webhook_id),
+        )
+        await self.redis.delete(keys.webhook_owner(old.webhook_id))
+        await self.redis.hdel(keys.webhooks(), integration.id)
         return True
 
     async def view_if_set(self, integration_id: str, base: str) -> WebhookOut | None:

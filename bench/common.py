@@ -20,12 +20,12 @@ from typing import IO, Any
 
 import orjson
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
 from app.compact import Compact, Kind, chat_key
 from app.ingest import EVENTS_PATH as EVENTS_PATH
 from app.integration import NewIntegration
 from app.integrations import Integrations
+from app.redis_client import async_data_client
 from app.settings import Settings
 from tests.redis_server import RedisServer
 from tests.redis_server import free_port as free_port
@@ -113,7 +113,7 @@ def create_tenant(
     """Create an integration and a key through the product's own admin code."""
 
     async def go() -> Tenant:
-        redis = AsyncRedis.from_url(settings.redis_url)
+        redis = async_data_client(settings)
         try:
             integrations = Integrations(redis, settings)
             new = NewIntegration(name=name, freshchat_domain=domain, freshchat_api_key="fc-key")

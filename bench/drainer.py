@@ -9,8 +9,8 @@ import sys
 import time
 
 import orjson
-from redis import Redis
 
+from app.redis_client import data_client
 from app.redis_keys import RedisKeys
 from app.settings import load_settings
 from workers.drain import Drainer
@@ -19,7 +19,7 @@ from workers.drain import Drainer
 def main(shards: list[int]) -> None:
     """Drain the shards in this process, one after the other, until all are empty; report."""
     settings = load_settings()
-    redis = Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    redis = data_client(settings, socket_timeout=30, socket_connect_timeout=5)
     drainer = Drainer.build(settings, redis)
     streams = [RedisKeys(settings.key_prefix).stream(shard) for shard in shards]
     redis.ping()

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
 from app.auth import hash_key
 from app.commit import GroupCommit, Write
 from app.compact import Compact, Kind, chat_key
 from app.jobs import enqueue_drain
 from app.lua import SLOT_MS, Stored
+from app.redis_client import async_data_client, data_client
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 from bench.common import (
@@ -70,12 +70,12 @@ class Case:
 
 def fill(settings: Settings, stuck: Tenant, count: int, time_ms: int) -> None:
     """Store `count` of S's terminal events naming unknown groups, as the endpoint does."""
-    sync = SyncRedis.from_url(settings.redis_url)
+    sync = data_client(settings)
     rng = random.Random(count)
     key_hash = hash_key(stuck.api_key)
 
     async def go() -> None:
-        redis = Redis.from_url(settings.redis_url)
+        redis = async_data_client(settings)
         commit = GroupCommit(redis, settings, lambda shard: None)
         try:
             for first in range(0, count, REQUEST * 20):

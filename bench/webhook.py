@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
-from redis.asyncio import Redis as AsyncRedis
 
 from app.integrations import Integrations
+from app.redis_client import async_data_client
 from app.settings import Settings
 from app.webhooks import WEBHOOK_PATH, WebhookIn, Webhooks
 from bench.common import (
@@ -44,7 +44,7 @@ def _webhook_path(settings: Settings, tenant: Tenant) -> str:
     """Paste the test public key for the tenant; its webhook path."""
 
     async def go() -> str:
-        redis = AsyncRedis.from_url(settings.redis_url)
+        redis = async_data_client(settings)
         try:
             record = await Integrations(redis, settings).get(tenant.iid)
             hook = await Webhooks(redis, settings).set(

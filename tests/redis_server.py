@@ -79,3 +79,48 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisSentinel:
+    """A Sentinel (redis-server --sentinel) on a free port, watching one master by name."""
+
+    def __init__(self, master: RedisServer, name: str = "rq-master") -> None:
+        self.port = free_port()
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix="injixo-test-sentinel-"))
+        config = self.dir / "sentinel.conf"  # Sentinel rewrites its config: a file of its own
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {name} 127.0.0.1 {master.port} 1\n"
+            f"sentinel down-after-milliseconds {name} 1000\n"
+        )
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
+        self.proc = subprocess.Popen(
+            [binary, str(config), "--sentinel", "--loglevel", "warning"], stdout=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 15
+        client = redis.Redis(port=self.port, socket_connect_timeout=2)
+        while True:
+            try:
+                if client.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", name):  # type: ignore[no-untyped-call]
+                    break
+            except redis.RedisError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis sentinel on port {self.port} did not start")
+            time.sleep(0.02)
+        client.close()
+
+    @property
+    def url(self) -> str:
+        """RQ_REDIS_URL naming the watched master through this sentinel (database 0)."""
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.name}/0"
+
+    def stop(self) -> None:
+        """Stop and remove the config directory."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from pydantic import ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from app.cli import admin, backfill, processes, reads, webhook
 from app.cli.common import PROG, Given, version
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         sys.stderr.write(f"{PROG}: {_invalid(exc)}\n")
         return 1
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         sys.stderr.write(f"{PROG}: cannot reach Redis ({type(exc).__name__}); check REDIS_URL\n")
         return 1
     except KeyboardInterrupt:

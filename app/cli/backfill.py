@@ -18,13 +18,13 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from redis import Redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from app.backfill_schemas import backfill_out
 from app.backfills import CANCELLED, DONE, TERMINAL, Backfills
 from app.cli.common import PROG, Subparsers, command, emit, json_flag, out
+from app.redis_client import data_client
 from app.settings import Settings
 
 POLL_SECONDS = 1.0  # how often --wait reads the progress (tests make it shorter)
@@ -79,7 +79,7 @@ class _StartByDefault(Subparsers):
 @contextmanager
 def _store(settings: Settings) -> Iterator[Backfills]:
     """The backfill store on a short-lived synchronous Redis connection (RQ's kind)."""
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
+    redis = data_client(settings, socket_connect_timeout=5, socket_timeout=10)
     try:
         yield Backfills(redis, settings)
     finally:

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from redis.asyncio import Redis
 
 from app.integrations import Integrations
+from app.redis_client import async_data_client
 from app.settings import Settings
 
 PROG = "injixo-freshchat"
@@ -67,7 +67,7 @@ def with_integrations(settings: Settings, action: Callable[[Integrations], Await
     """Run `action` against the integration store on a short-lived Redis connection."""
 
     async def run() -> Any:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
+        redis = async_data_client(settings, socket_connect_timeout=5, socket_timeout=10)
         try:
             return await action(Integrations(redis, settings))
         finally:
