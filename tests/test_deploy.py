@@ -4,23 +4,36 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 from starlette.testclient import TestClient
 
 from app.jobs import DRAIN_TIMEOUT_S
+from app.redis_keys import RedisKeys
 from app.settings import Settings
+from tests.redis_server import free_port
 from tests.support import ROOT
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+# The Redis Cluster layout (§14): a kustomize overlay of K8S (kustomize refuses an overlay
+# inside its base's directory, hence a sibling).
+CLUSTER = DEPLOY / "k8s-cluster"
+CLUSTER_SCRIPT = CLUSTER / "redis-cluster.sh"
+RQ_REDIS_SCRIPT = CLUSTER / "rq-redis.sh"
 REDIS_CONF = DEPLOY / "redis.conf"
 REDIS_CONF_PATH = "/usr/local/etc/redis/redis.conf"
 SECRET_NAME = "injixo-freshchat"
@@ -87,6 +100,79 @@ def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
     """The pod template's labels."""
     labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
     return labels
+
+
+def default_services() -> dict[str, Any]:
+    """The compose services that run without a profile (`docker compose up`)."""
+    return {n: s for n, s in compose()["services"].items() if not s.get("profiles")}
+
+
+def profile_services(profile: str) -> dict[str, Any]:
+    """The compose services of one profile."""
+    return {n: s for n, s in compose()["services"].items() if profile in s.get("profiles", [])}
+
+
+def cluster_kustomization() -> dict[str, Any]:
+    """deploy/k8s-cluster/kustomization.yaml."""
+    (doc,) = yaml_docs(CLUSTER / "kustomization.yaml")
+    return doc
+
+
+def cluster_docs() -> list[dict[str, Any]]:
+    """The objects the overlay adds (its own resources, not the base's)."""
+    files = [r for r in cluster_kustomization()["resources"] if r.endswith(".yaml")]
+    return [doc for name in files for doc in yaml_docs(CLUSTER / name)]
+
+
+def cluster_obj(kind: str, name: str) -> dict[str, Any]:
+    """The one object of that kind and name the overlay adds."""
+    found = [d for d in cluster_docs() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} objects in the overlay"
+    return found[0]
+
+
+def cluster_patches() -> dict[str, dict[str, Any]]:
+    """The overlay's patch files as {kind: patch}."""
+    paths = [p["path"] for p in cluster_kustomization()["patches"] if "path" in p]
+    return {doc["kind"]: doc for path in paths for doc in yaml_docs(CLUSTER / path)}
+
+
+def cluster_settings() -> dict[str, str]:
+    """The settings the overlay gives web and worker (base ConfigMap + the overlay's patch)."""
+    base: dict[str, str] = k8s("ConfigMap", "injixo-freshchat")["data"]
+    patch = cluster_patches()["ConfigMap"]
+    assert patch["metadata"]["name"] == "injixo-freshchat"
+    overrides: dict[str, str] = patch["data"]
+    return base | overrides
+
+
+def env_values(spec: dict[str, Any]) -> dict[str, str]:
+    """A container's plain `env` values."""
+    return {e["name"]: e["value"] for e in spec.get("env", []) if "value" in e}
+
+
+def sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
+    """`redis+sentinel://h1:p1,h2:p2,.../<master name>/<db>` as (hosts, master, db)."""
+    match = re.fullmatch(r"redis\+sentinel://([^/]+)/([^/]+)/(\d+)", url)
+    assert match, f"not a redis+sentinel URL: {url}"
+    hosts = []
+    for part in match[1].split(","):
+        host, _, port = part.rpartition(":")
+        hosts.append((host, int(port)))
+    return hosts, match[2], int(match[3])
+
+
+def pod_dns_names(statefulset: dict[str, Any]) -> list[str]:
+    """`<pod>.<headless service>` of every pod of a StatefulSet."""
+    name, service = statefulset["metadata"]["name"], statefulset["spec"]["serviceName"]
+    return [f"{name}-{i}.{service}" for i in range(statefulset["spec"]["replicas"])]
+
+
+def selects(selector_owner: dict[str, Any], workload: dict[str, Any]) -> bool:
+    """Whether a Service's or PodDisruptionBudget's selector picks the workload's pods."""
+    spec = selector_owner["spec"]
+    selector = spec["selector"].get("matchLabels", spec["selector"])
+    return bool(selector) and selector.items() <= pod_labels(workload).items()
 
 
 def workloads() -> list[dict[str, Any]]:
@@ -161,13 +247,18 @@ def test_every_yaml_file_parses() -> None:
         "k8s/secret.example.yaml",
         "k8s/web.yaml",
         "k8s/worker.yaml",
+        "k8s-cluster/kustomization.yaml",
+        "k8s-cluster/redis-cluster.yaml",
+        "k8s-cluster/rq-redis.yaml",
+        "k8s-cluster/config.yaml",
+        "k8s-cluster/keda.yaml",
     }
     assert expected <= set(files)
     for name in files:
         docs = yaml_docs(DEPLOY / name)
         assert docs, f"{name} has no documents"
         assert all(isinstance(doc, dict) for doc in docs), name
-    for doc in k8s_docs():
+    for doc in k8s_docs() + cluster_docs() + list(cluster_patches().values()):
         assert {"apiVersion", "kind", "metadata"} <= doc.keys(), doc
         assert "namespace" not in doc["metadata"], "manifests are namespace-agnostic"
 
@@ -178,7 +269,7 @@ def test_procfile_names_web_and_worker() -> None:
 
 def test_compose_services_run_the_procfile_commands() -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "web", "worker"}
+    assert set(default_services()) == {"redis", "web", "worker"}
     for name, command in procfile().items():
         assert command_text(services[name]["command"]) == command, name
         assert services[name]["image"] == services["web"]["image"], "one image for both"
@@ -410,3 +501,395 @@ def test_pip_install_ships_every_data_file(package: str) -> None:
         if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
     }
     assert data_files <= shipped, f"not in the wheel: {sorted(data_files - shipped)}"
+
+
+# --- the Redis Cluster layout (§14): deploy/k8s-cluster and the compose profile `cluster` ---
+
+
+def test_cluster_overlay_replaces_the_single_redis_of_the_base() -> None:
+    kustomization = cluster_kustomization()
+    assert "../k8s" in kustomization["resources"]
+    on_disk = {p.name for p in CLUSTER.glob("*.yaml")} - {"kustomization.yaml"}
+    patch_files = {p["path"] for p in kustomization["patches"] if "path" in p}
+    listed = {r for r in kustomization["resources"] if r.endswith(".yaml")}
+    assert listed | patch_files == on_disk and not listed & patch_files
+    generated = {
+        g["name"]: [CLUSTER / f for f in g["files"]] for g in kustomization["configMapGenerator"]
+    }
+    assert all(f.is_file() for files in generated.values() for f in files)
+    # Every ConfigMap a pod mounts is the base's redis-config or generated here.
+    for workload in cluster_docs():
+        if workload["kind"] in ("StatefulSet", "Job"):
+            for volume in pod_spec(workload)["volumes"]:
+                if "configMap" in volume:
+                    name = volume["configMap"]["name"]
+                    assert name in generated or k8s("ConfigMap", name), name
+    # What it deletes from the base: the single Redis (its redis-config stays, in use).
+    deleted = set()
+    for entry in kustomization["patches"]:
+        if "patch" in entry:
+            doc = yaml.safe_load(entry["patch"])
+            assert doc["$patch"] == "delete"
+            deleted.add((doc["kind"], doc["metadata"]["name"]))
+    redis = k8s("StatefulSet", "redis")
+    assert deleted == {("StatefulSet", "redis"), ("Service", redis["spec"]["serviceName"])}
+    # Patches apply to objects of the base.
+    assert k8s("ConfigMap", cluster_patches()["ConfigMap"]["metadata"]["name"])
+    assert [d for d in k8s_docs() if d["kind"] == "ScaledObject"]
+
+
+def test_cluster_settings_are_settings_of_the_app() -> None:
+    settings = cluster_settings()
+    fields = {name.upper() for name in Settings.model_fields}
+    patch = cluster_patches()["ConfigMap"]["data"]
+    # REDIS_CLUSTER: §14's setting (`redis_cluster: bool` in app/settings.py).
+    assert set(patch) >= {
+        "REDIS_CLUSTER",
+        "REDIS_URL",
+        "RQ_REDIS_URL",
+        "REDIS_REPLICA_ACKS",
+        "SHARDS",
+    }
+    assert set(settings) <= fields, f"not settings of the app: {set(settings) - fields}"
+    assert settings["REDIS_CLUSTER"] == "true"
+    assert int(settings["REDIS_REPLICA_ACKS"]) >= 1, "a failover must lose no accepted event"
+    assert 64 <= int(settings["SHARDS"]) <= 256, "64-256 shards spread well on a cluster"
+    assert int(settings["SHARDS"]) >= Settings.model_fields["shards"].default, "never lower"
+
+
+def validated(env: dict[str, str]) -> Settings:
+    """Settings from these variables alone (plus placeholder secrets), as the app checks them."""
+    secrets = {"ADMIN_TOKEN": "x" * 16, "ENCRYPTION_KEY": Fernet.generate_key().decode()}
+    return Settings.model_validate({k.lower(): v for k, v in (secrets | env).items()})
+
+
+def test_cluster_settings_validate() -> None:
+    """The app accepts the overlay's settings as they are (secrets aside)."""
+    env = cluster_settings()
+    settings = validated(env)
+    assert settings.redis_cluster is True
+    assert settings.redis_url == env["REDIS_URL"]
+    assert settings.rq_url == env["RQ_REDIS_URL"]
+    sentinel = settings.rq_sentinel
+    assert sentinel is not None
+    parsed = (list(sentinel.sentinels), sentinel.master, sentinel.db)
+    assert parsed == sentinel_url(env["RQ_REDIS_URL"])
+
+
+def test_cluster_redis_url_reaches_the_cluster_nodes() -> None:
+    statefulset = cluster_obj("StatefulSet", "redis-cluster")
+    url = urlsplit(cluster_settings()["REDIS_URL"])
+    service = cluster_obj("Service", str(url.hostname))
+    assert service["spec"].get("clusterIP") != "None", "any ready node, not the pod list"
+    assert selects(service, statefulset)
+    ports = {p["port"] for p in service["spec"]["ports"]}
+    assert (url.scheme, url.port, url.path) == ("redis", 6379, "/0") and url.port in ports
+    nodes = cluster_obj("Service", statefulset["spec"]["serviceName"])
+    assert nodes["spec"]["clusterIP"] == "None" and selects(nodes, statefulset)
+    assert nodes["spec"]["publishNotReadyAddresses"] is True, "nodes meet before ready"
+
+
+def test_cluster_is_six_nodes_on_the_shipped_redis_conf() -> None:
+    statefulset = cluster_obj("StatefulSet", "redis-cluster")
+    assert statefulset["spec"]["replicas"] == 6
+    # All pods start together: a node is ready only once the cluster is ok.
+    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+    redis = container(statefulset)
+    assert command_text(redis["command"]).startswith(f"bash /scripts/{CLUSTER_SCRIPT.name} start")
+    mounts = {m["mountPath"]: m["name"] for m in redis["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(statefulset)["volumes"]}
+    conf = volumes[mounts[str(Path(REDIS_CONF_PATH).parent)]]["configMap"]["name"]
+    shipped = k8s("ConfigMap", conf)["data"][Path(REDIS_CONF_PATH).name]
+    directives = conf_directives(shipped)
+    assert directives["appendonly"] == ["yes"] and directives["appendfsync"] == ["always"]
+    assert directives["maxmemory-policy"] == ["noeviction"]
+    claims = [t["metadata"]["name"] for t in statefulset["spec"]["volumeClaimTemplates"]]
+    assert mounts["/data"] in claims
+    script = CLUSTER_SCRIPT.read_text()
+    assert 'exec redis-server "$REDIS_CONF"' in script, "redis.conf first, cluster options after"
+    assert "--cluster-enabled yes" in script
+    env = {e["name"] for e in redis["env"]}
+    assert "ANNOUNCE_HOSTNAME" in env
+    probes = command_text(redis["readinessProbe"]["exec"]["command"])
+    assert probes.endswith(" ready")
+    assert command_text(redis["lifecycle"]["preStop"]["exec"]["command"]).endswith(" pre-stop")
+
+
+def test_cluster_create_job_makes_three_masters_with_a_replica_each() -> None:
+    statefulset = cluster_obj("StatefulSet", "redis-cluster")
+    (job,) = [d for d in cluster_docs() if d["kind"] == "Job"]
+    create = container(job)
+    assert command_text(create["command"]).endswith(f"{CLUSTER_SCRIPT.name} create")
+    assert create["image"] == container(statefulset)["image"]
+    env = env_values(create)
+    nodes = env["CLUSTER_NODES"].split()
+    assert nodes == [f"{name}:6379" for name in pod_dns_names(statefulset)]
+    replicas = int(env["CLUSTER_REPLICAS"])
+    assert (replicas, len(nodes) // (1 + replicas)) == (1, 3)
+    script = CLUSTER_SCRIPT.read_text()
+    assert re.search(r"redis-cli --cluster create .*--cluster-replicas \S+ --cluster-yes", script)
+    assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
+
+
+def test_cluster_pods_are_spread_and_disruptions_are_bounded() -> None:
+    for name in ("redis-cluster", "rq-redis", "rq-sentinel"):
+        statefulset = cluster_obj("StatefulSet", name)
+        anti = pod_spec(statefulset)["affinity"]["podAntiAffinity"]
+        terms = [t.get("podAffinityTerm", t) for rule in anti.values() for t in rule]
+        assert any(
+            t["topologyKey"] == "kubernetes.io/hostname"
+            and t["labelSelector"]["matchLabels"].items() <= pod_labels(statefulset).items()
+            for t in terms
+        ), name
+        budgets = [
+            d
+            for d in cluster_docs()
+            if d["kind"] == "PodDisruptionBudget" and selects(d, statefulset)
+        ]
+        assert len(budgets) == 1, name
+        assert budgets[0]["spec"]["maxUnavailable"] == 1, name
+
+
+def test_rq_redis_is_highly_available_with_sentinel() -> None:
+    redis = cluster_obj("StatefulSet", "rq-redis")
+    sentinel = cluster_obj("StatefulSet", "rq-sentinel")
+    assert redis["spec"]["replicas"] >= 3 and sentinel["spec"]["replicas"] == 3
+    redis_env, sentinel_env = env_values(container(redis)), env_values(container(sentinel))
+    quorum = int(sentinel_env["QUORUM"])
+    assert quorum == sentinel["spec"]["replicas"] // 2 + 1
+    assert redis_env["MASTER_NAME"] == sentinel_env["MASTER_NAME"]
+    assert redis_env["SENTINELS"] == sentinel_env["SENTINELS"]
+    assert redis_env["SEED_MASTER"] == sentinel_env["SEED_MASTER"]
+    assert redis_env["SEED_MASTER"].startswith(pod_dns_names(redis)[0] + ".")
+    sentinels = [s.rpartition(":")[0] for s in sentinel_env["SENTINELS"].split()]
+    assert [s.split(".")[:2] for s in sentinels] == [n.split(".") for n in pod_dns_names(sentinel)]
+    for statefulset in (redis, sentinel):
+        service = cluster_obj("Service", statefulset["spec"]["serviceName"])
+        assert service["spec"]["clusterIP"] == "None" and selects(service, statefulset)
+        assert service["spec"]["publishNotReadyAddresses"] is True
+    # RQ's Redis runs the shipped redis.conf (a plain Redis: RQ does not run on a cluster).
+    volumes = {v["name"]: v for v in pod_spec(redis)["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "redis-config"
+    assert "--cluster-enabled" not in RQ_REDIS_SCRIPT.read_text()
+    # The app finds it through the same Sentinels, by the same master name.
+    hosts, master, db = sentinel_url(cluster_settings()["RQ_REDIS_URL"])
+    assert [h for h, _ in hosts] == pod_dns_names(sentinel)
+    port = container(sentinel)["ports"][0]["containerPort"]
+    assert {p for _, p in hosts} == {port} and (master, db) == (redis_env["MASTER_NAME"], 0)
+
+
+def test_cluster_keda_triggers_work_against_a_cluster() -> None:
+    patch = cluster_patches()["ScaledObject"]
+    (base,) = [d for d in k8s_docs() if d["kind"] == "ScaledObject"]
+    assert patch["metadata"]["name"] == base["metadata"]["name"]
+    triggers = patch["spec"]["triggers"]
+    kinds = {t["type"] for t in triggers}
+    assert "redis" not in kinds, "KEDA's plain redis scaler cannot read a cluster"
+    assert kinds <= {"redis-sentinel", "redis-cluster-streams", "prometheus"}
+    assert {"redis-sentinel", "redis-cluster-streams"} <= kinds
+    settings = cluster_settings()
+    shards = int(settings["SHARDS"])
+    assert 1 <= patch["spec"]["maxReplicaCount"] <= shards
+    # RQ's queue, on RQ's Redis, through its Sentinels.
+    (queue,) = [t["metadata"] for t in triggers if t["type"] == "redis-sentinel"]
+    hosts, master, _ = sentinel_url(settings["RQ_REDIS_URL"])
+    assert queue["listName"] == f"rq:queue:{Settings.model_fields['rq_queue'].default}"
+    assert int(queue["listLength"]) >= 1
+    assert queue["sentinelMaster"] == master
+    addresses = [a.strip() for a in queue["addresses"].split(",")]
+    assert [(a.split(".")[:2], int(a.rpartition(":")[2])) for a in addresses] == [
+        (h.split("."), p) for h, p in hosts
+    ]
+    # Pending events: one stream per shard on the data cluster, by XLEN (no consumer group).
+    streams = [t["metadata"] for t in triggers if t["type"] == "redis-cluster-streams"]
+    keys = RedisKeys(Settings.model_fields["key_prefix"].default)
+    assert sorted(s["stream"] for s in streams) == sorted(keys.stream(i) for i in range(shards))
+    service = urlsplit(settings["REDIS_URL"]).hostname
+    for stream in streams:
+        assert "consumerGroup" not in stream and int(stream["streamLength"]) >= 1
+        assert stream["addresses"].split(".")[0] == service
+
+
+def test_cluster_workloads_are_pinned_and_non_root() -> None:
+    redis_image = container(k8s("StatefulSet", "redis"))["image"]
+    for workload in cluster_docs():
+        if workload["kind"] not in ("StatefulSet", "Job"):
+            continue
+        context = pod_spec(workload)["securityContext"]
+        assert context["runAsNonRoot"] is True and context["runAsUser"] != 0
+        for spec in pod_spec(workload)["containers"]:
+            assert spec["image"] == redis_image, "one Redis image everywhere"
+            assert spec["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_cluster_scripts_are_valid_bash() -> None:
+    for script in (CLUSTER_SCRIPT, RQ_REDIS_SCRIPT):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
+def test_cluster_overlay_renders() -> None:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(CLUSTER)], check=True, capture_output=True, text=True
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("StatefulSet", "redis") not in names and ("Service", "redis") not in names
+    assert {("StatefulSet", "redis-cluster"), ("Job", "redis-cluster-create")} <= names
+    assert ("ConfigMap", "redis-config") in names
+    (config,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == SECRET_NAME
+    ]
+    assert config["data"] == cluster_settings()
+    (scaled,) = [d for d in docs if d["kind"] == "ScaledObject"]
+    assert scaled["spec"]["triggers"] == cluster_patches()["ScaledObject"]["spec"]["triggers"]
+    config_maps = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
+    for workload in docs:
+        if workload["kind"] in ("StatefulSet", "Job", "Deployment"):
+            for volume in pod_spec(workload).get("volumes", []):
+                if "configMap" in volume:
+                    assert volume["configMap"]["name"] in config_maps
+
+
+def test_compose_default_profile_is_unchanged() -> None:
+    services = default_services()
+    assert set(services) == {"redis", "web", "worker"}
+    for name in ("web", "worker"):
+        assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert "REDIS_CLUSTER" not in services[name]["environment"]
+        assert set(services[name]["depends_on"]) == {"redis"}
+
+
+def test_compose_cluster_profile() -> None:
+    services = profile_services("cluster")
+    nodes = {
+        name: s
+        for name, s in services.items()
+        if command_text(s["command"]).endswith(f"{CLUSTER_SCRIPT.name} start")
+    }
+    assert len(nodes) == 6
+    for name, node in nodes.items():
+        assert node["environment"]["ANNOUNCE_HOSTNAME"] == name
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in node["volumes"]}
+        assert (DEPLOY / mounts[REDIS_CONF_PATH]).resolve() == REDIS_CONF
+        script = mounts[command_text(node["command"]).split()[1]]
+        assert (DEPLOY / script).resolve() == CLUSTER_SCRIPT, "the script Kubernetes runs"
+        assert mounts["/data"] in compose()["volumes"]
+    (create,) = [s for s in services.values() if command_text(s["command"]).endswith(" create")]
+    assert create["environment"]["CLUSTER_NODES"].split() == [f"{n}:6379" for n in nodes]
+    assert create["environment"]["CLUSTER_REPLICAS"] == "1"
+    assert all(create["depends_on"][n]["condition"] == "service_healthy" for n in nodes)
+    create_name = next(n for n, s in services.items() if s is create)
+    apps = {
+        n: s for n, s in services.items() if s.get("image") == compose()["services"]["web"]["image"]
+    }
+    assert {command_text(s["command"]) for s in apps.values()} == set(procfile().values())
+    for app in apps.values():
+        env = app["environment"]
+        assert env["REDIS_CLUSTER"] == "true"
+        assert urlsplit(env["REDIS_URL"]).hostname in nodes
+        rq_host = urlsplit(env["RQ_REDIS_URL"]).hostname
+        assert rq_host in services and rq_host not in nodes, "RQ on a Redis of its own"
+        assert command_text(services[str(rq_host)]["command"]) == f"redis-server {REDIS_CONF_PATH}"
+        assert int(env["REDIS_REPLICA_ACKS"]) >= 1
+        for key in SECRET_KEYS:
+            assert re.fullmatch(rf"\$\{{{key}:\?.+\}}", env[key]), key
+        assert app["depends_on"][create_name]["condition"] == "service_completed_successfully"
+        # The app accepts them (with compose's defaults, placeholder secrets).
+        plain = {
+            k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v))
+            for k, v in env.items()
+            if k not in SECRET_KEYS
+        }
+        assert validated(plain).redis_cluster is True
+        assert app["depends_on"][rq_host]["condition"] == "service_healthy"
+    (web,) = [s for s in apps.values() if command_text(s["command"]) == procfile()["web"]]
+    (worker,) = [s for s in apps.values() if command_text(s["command"]) == procfile()["worker"]]
+    assert http_paths(command_text(web["healthcheck"]["test"])) == ["/readyz"]
+    assert "8000:8000" not in web["ports"], "runs next to the default web"
+    assert seconds(worker["stop_grace_period"]) > DRAIN_TIMEOUT_S
+
+
+# --- the cluster script on a real local cluster ---------------------------------------------
+
+
+class ScriptCluster:
+    """6 local nodes run by deploy/k8s-cluster/redis-cluster.sh, as the pods run them."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        # deploy/redis.conf names /data; the nodes get their own directories.
+        conf = re.sub(r"(?m)^dir .*$", f"dir {tmp}", REDIS_CONF.read_text())
+        (tmp / "redis.conf").write_text(conf)
+        ports: list[int] = []
+        while len(ports) < 12:
+            if (port := free_port()) not in ports:
+                ports.append(port)
+        self.ports, bus_ports = ports[:6], ports[6:]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for port, bus in zip(self.ports, bus_ports, strict=True):
+            data = tmp / str(port)
+            data.mkdir()
+            env = self.env(port) | {
+                "ANNOUNCE_HOSTNAME": "localhost",
+                "REDIS_CONF": str(tmp / "redis.conf"),
+                "DATA_DIR": str(data),
+            }
+            command = ["bash", str(CLUSTER_SCRIPT), "start", "--cluster-port", str(bus)]
+            command += ["--save", "", "--logfile", str(data / "log")]
+            self.procs.append(subprocess.Popen(command, env=env))
+
+    def env(self, port: int) -> dict[str, str]:
+        return {**os.environ, "REDIS_PORT": str(port)}
+
+    def run(self, action: str, port: int | None = None) -> subprocess.CompletedProcess[str]:
+        env = self.env(port or self.ports[0])
+        env["CLUSTER_NODES"] = " ".join(f"localhost:{p}" for p in self.ports)
+        return subprocess.run(
+            ["bash", str(CLUSTER_SCRIPT), action],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+
+    def role(self, port: int) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(port), "role"], capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()[0]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def script_cluster(tmp_path: Path) -> Iterator[ScriptCluster]:
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        pytest.skip("redis-server/redis-cli not installed")
+    cluster = ScriptCluster(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.slow
+def test_cluster_script_creates_once_and_hands_over_on_stop(script_cluster: ScriptCluster) -> None:
+    created = script_cluster.run("create")
+    assert created.returncode == 0, created.stderr
+    again = script_cluster.run("create")
+    assert again.returncode == 0 and "exists already" in again.stdout, again.stdout
+    deadline = time.monotonic() + 30
+    while not all(script_cluster.run("ready", p).returncode == 0 for p in script_cluster.ports):
+        assert time.monotonic() < deadline, "nodes not ready (cluster ok, replicas in sync)"
+        time.sleep(0.5)
+    roles = {p: script_cluster.role(p) for p in script_cluster.ports}
+    assert sorted(roles.values()) == ["master"] * 3 + ["slave"] * 3
+    master = next(p for p, role in roles.items() if role == "master")
+    stopped = script_cluster.run("pre-stop", master)
+    assert stopped.returncode == 0, stopped.stderr
+    assert script_cluster.role(master) == "slave", "the replica took over before the stop"
