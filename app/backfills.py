@@ -246,7 +246,8 @@ class Backfills:
             self.redis.delete(key)
             raise
         listing = self.keys.listing(shard, integration_id)
-        with self.redis.pipeline() as pipe:
+        # transaction=True said explicitly: a cluster client's pipeline is not one by default.
+        with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(listing, {bid: int(now * 1000)})
             pipe.zrange(listing, 0, -(KEEP + 1))
             old = pipe.execute()[-1]

@@ -11,6 +11,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from app.chat_state import ASSIGNMENT, assignment_of, bucket_count, bucket_of, state_of
 from app.compact import chat_key
 from app.deliveries import read_deliveries
 from app.errors import NotFound
@@ -58,17 +59,15 @@ def decode_state(raw: str) -> tuple[int, int, str]:
     return n // QUEUE_BITS + CHAT_EPOCH_MS, n % QUEUE_BITS, why
 
 
-async def _assignment(redis: Redis, key: str) -> dict[str, Any] | None:
+def _assignment(raw: bytes | str | None) -> dict[str, Any] | None:
     """The chat's latest assignment seen on the webhook path, or Freshchat's lookup (§12)."""
-    raw = await redis.get(key)
     if raw is None:
         return None
-    at, _, gid = text(raw).partition(":")
-    from_lookup = at == "0"
+    at, gid = assignment_of(text(raw))
     return {
         "group_id": gid or None,
-        "at": None if from_lookup else iso_utc(datetime.fromtimestamp(int(at) / 1000, UTC)),
-        "source": "freshchat_conversation_lookup" if from_lookup else "webhook_assignment",
+        "at": iso_utc(datetime.fromtimestamp(at / 1000, UTC)) if at else None,
+        "source": "webhook_assignment" if at else "freshchat_conversation_lookup",
     }
 
 
@@ -82,15 +81,18 @@ async def explain(
     """The explanation of one chat; NotFound when it was never seen (or expired)."""
     shard, iid = integration.shard, integration.id
     chat = chat_key(conversation)
-    raw = await redis.get(keys.chat(shard, iid, chat))
+    n = bucket_count(await redis.hget(keys.chat_buckets(shard), iid))
+    raw, assigned = await redis.hmget(
+        keys.chat_bucket(shard, iid, bucket_of(chat, n)), [chat, ASSIGNMENT + chat]
+    )
     deliveries = await read_deliveries(
         redis, keys, settings, shard, iid, conversation=conversation, limit=20
     )
     out: dict[str, Any] = {"conversation_id": conversation, "counted": False, "kind": None}
     out |= {"time": None, "interval_start": None, "queue": None}
-    out["assignment"] = await _assignment(redis, keys.assignment(shard, iid, chat))
+    out["assignment"] = _assignment(assigned)
     if raw is not None:
-        t, q, digit = decode_state(text(raw))
+        t, q, digit = decode_state(state_of(text(raw)))
         queue = UNDEFINED_QUEUE
         if q:
             name = await redis.hget(keys.queue_names(shard, iid), f"#{q}")

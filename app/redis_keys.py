@@ -2,7 +2,8 @@
 
 Per-shard data carries the hash tag `{N}` (N = the integration's shard), so one Lua call
 only ever touches keys of one slot and the data side could move to Redis Cluster.
-The Lua scripts build the same names from `RedisKeys.shard_prefix`; keep them in step.
+Scripts never build a name: every key they touch is passed in KEYS (the apply script asks
+for keys by tag, `RedisKeys.tagged`), so a script on a Redis Cluster touches only its slot.
 """
 
 from __future__ import annotations
@@ -153,14 +154,50 @@ class RedisKeys:
         """Hash for one UTC day: `<slot-of-day>:<qid>` -> contacts."""
         return f"{self.shard_prefix(shard)}n:{integration_id}:{day}"
 
-    def chat(self, shard: int, integration_id: str, chat: str) -> str:
-        """String: a counted chat's state `<time and queue><why letter>` (the apply script's)."""
+    def chat_buckets(self, shard: int) -> str:
+        """Hash: `<iid>` -> the integration's number of chat buckets, `<iid>#` -> their entries."""
+        return self.shard_prefix(shard) + "sb"
+
+    def chat_bucket(self, shard: int, integration_id: str, bucket: int) -> str:
+        """Hash (listpack): chat -> state, `@<chat>` -> latest assignment (`app.chat_state`)."""
+        return f"{self.shard_prefix(shard)}s:{integration_id}:{bucket}"
+
+    def sweep_day(self, shard: int) -> str:
+        """String: the UTC day (days since 1970) the shard's chat buckets were last swept."""
+        return self.shard_prefix(shard) + "sw"
+
+    def legacy_chat(self, shard: int, integration_id: str, chat: str) -> str:
+        """String with a TTL: a chat's state as kept before chat buckets (migrated at start)."""
         return f"{self.shard_prefix(shard)}c:{integration_id}:{chat}"
 
-    def assignment(self, shard: int, integration_id: str, chat: str) -> str:
-        """String `<time ms>:<group id>`: the chat's latest assignment seen on the webhook path
-        (§12); time 0 when the group came from Freshchat's conversation lookup (§5)."""
+    def legacy_assignment(self, shard: int, integration_id: str, chat: str) -> str:
+        """String with a TTL: a chat's assignment as kept before chat buckets."""
         return f"{self.shard_prefix(shard)}a:{integration_id}:{chat}"
+
+    def tagged(self, shard: int, tag: str) -> str:
+        """The key the apply script names by `tag` ("<letter>|<iid>[|<number>]")."""
+        letter, iid, *number = tag.split("|")
+        if letter == "s":
+            return self.chat_bucket(shard, iid, int(number[0]))
+        if letter == "n":
+            return self.counts(shard, iid, int(number[0]))
+        if letter == "g":
+            return self.groups(shard, iid)
+        if letter == "qi":
+            return self.queue_names(shard, iid)
+        if letter == "qs":
+            return self.queue_stats(shard, iid)
+        if letter == "pk":
+            return self.parked(shard, iid)
+        if letter == "pg":
+            return self.parked_groups(shard, iid)
+        if letter == "pr":
+            return self.parked_groups(shard, iid) + ":n"
+        if letter == "c":
+            return self.legacy_chat(shard, iid, "|".join(number))
+        if letter == "a":
+            return self.legacy_assignment(shard, iid, "|".join(number))
+        raise ValueError(f"unknown key tag {tag!r}")
 
     def pending(self, shard: int) -> str:
         """Hash: integration id -> its events stored and not yet counted (parked included)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections import defaultdict
 from contextlib import ExitStack
@@ -10,7 +11,9 @@ from dataclasses import dataclass
 import orjson
 from redis import Redis
 
+from app.chat_state import BUCKET_LOAD, TOUCH_DAYS
 from app.compact import Compact, Kind
+from app.redis_keys import RedisKeys
 from app.settings import Settings
 from bench.common import (
     GROUPS,
@@ -30,11 +33,19 @@ EPOCH_MS = 1577836800000  # workers/apply.lua EPOCH
 QBITS = 4096  # workers/apply.lua QBITS
 FLAT = 1.3  # "flat": at most 30 % dearer per event (shared machine noise is ~±15 %)
 
-# Writes pre-populated chat states exactly as apply.lua's `encode` does (queue id 1).
+# Writes pre-populated chat states exactly as apply.lua keeps them (queue id 1, why digit
+# 1, touched today) into `n` chat buckets placed as `app.chat_state.bucket_of` places them.
 POPULATE = """
-local p, first, last, value, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local bucket_key, first, last, value = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local n = tonumber(ARGV[5])
+local low = 1
+while low * 2 <= n do low = low * 2 end
 for i = first, last do
-  redis.call('SET', p .. string.format('pre%019d', i), value, 'PX', ttl)
+  local chat = string.format('pre%019d', i)
+  local h = tonumber(string.sub(redis.sha1hex(chat), 1, 7), 16)
+  local b = h % (low * 2)
+  if b >= n then b = h % low end
+  redis.call('HSET', bucket_key .. b, chat, value)
 end
 return last - first + 1
 """
@@ -59,14 +70,18 @@ def populate(
     redis: Redis, settings: Settings, iids: list[str], per_iid: int, time_ms: int, sharded: bool
 ) -> None:
     """`per_iid` tracked chats for each integration, written in server-side chunks."""
-    value = str((time_ms - EPOCH_MS) * QBITS + 1)
-    ttl = str(settings.chat_ttl_days * 86_400_000)
+    touched = f"{int(time.time()) // 86_400 % TOUCH_DAYS:02d}"
+    value = str((time_ms - EPOCH_MS) * QBITS + 1) + "1" + touched
+    n = max(1, -(-per_iid // BUCKET_LOAD))
     script = redis.register_script(POPULATE)
+    keys = RedisKeys(settings.key_prefix)
     for iid in iids:
-        prefix = f"{settings.key_prefix}:{{{shard_of(settings, iid, sharded)}}}:c:{iid}:"
+        shard = shard_of(settings, iid, sharded)
+        prefix = keys.chat_bucket(shard, iid, 0)[:-1]
         for first in range(0, per_iid, 100_000):
             last = min(per_iid, first + 100_000) - 1
-            script(args=[prefix, first, last, value, ttl])
+            script(args=[prefix, first, last, value, n])
+        redis.hset(keys.chat_buckets(shard), mapping={iid: n, iid + "#": per_iid})
 
 
 def warm_up(iids: list[str], start_ms: int) -> list[bytes]:
@@ -143,7 +158,7 @@ def measure(quick: bool, time_ms: int) -> tuple[list[Row], list[str]]:
     notes = [
         "growth: same mixed stream (a quarter of events touch already tracked chats); the"
         " four cases on four Redis servers take turns, best of each; chats pre-populated in"
-        " apply.lua's state format; every integration warmed up first (group names, queue ids,"
+        " apply.lua's chat buckets; every integration warmed up first (group names, queue ids,"
         " first/last interval known); integrations on their own shards (crc32 % SHARDS=8) as the"
         " product assigns them, drained by one process; the 1-shard row is the worst case",
         *(

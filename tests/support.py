@@ -84,6 +84,10 @@ def env_for(settings: Settings) -> dict[str, str]:
         "JANITOR_INTERVAL_SECONDS": str(settings.janitor_interval_seconds),
         "FRESHCHAT_ALLOW_INSECURE": str(settings.freshchat_allow_insecure).lower(),
         "SHARDS": str(settings.shards),
+        "REDIS_CLUSTER": str(settings.redis_cluster).lower(),
+        "RQ_REDIS_URL": settings.rq_redis_url,
+        "REDIS_REPLICA_ACKS": str(settings.redis_replica_acks),
+        "REDIS_REPLICA_WAIT_MS": str(settings.redis_replica_wait_ms),
     }
 
 

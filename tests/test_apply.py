@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from app.compact import Compact, Kind
 from app.redis_keys import RedisKeys
 from app.settings import Settings
+from tests.order_support import build, event_spec, oracle
 from tests.support import (
     G1,
     G2,
@@ -23,7 +24,6 @@ from tests.support import (
     at,
     conv_event,
     counts,
-    iso,
     store,
     worked_example,
 )
@@ -86,15 +86,6 @@ def test_unknown_group_id_waits_for_a_name(r: redis.Redis, settings: Settings) -
     assert counts(r, settings, IID, SHARD) == {("2026-11-23T08:00Z", "Sales"): 1}
 
 
-def test_state_is_one_small_integer_with_ttl(r: redis.Redis, settings: Settings) -> None:
-    chat = str(uuid.uuid4())
-    store(r, settings, IID, SHARD, [conv_event(chat, "resolved", at("2026-11-23T08:05"), G1)])
-    apply_all(r, settings, SHARD)
-    [key] = list(r.scan_iter(match=RedisKeys(settings.key_prefix).shard_prefix(SHARD) + "c:*"))
-    assert r.object("encoding", key) == b"int"
-    assert 89 * 86400 < r.ttl(key) <= 90 * 86400
-
-
 def test_poison_entry_is_dead_lettered_and_fails_visibly(
     r: redis.Redis, settings: Settings
 ) -> None:
@@ -116,46 +107,6 @@ def test_poison_entry_is_dead_lettered_and_fails_visibly(
 
 
 # Property: any permutation with duplicates of the deliveries yields identical counts (§4.5).
-
-CHATS = [str(uuid.UUID(int=i + 1)) for i in range(6)]
-STATUSES = ["new", "assigned", "resolved", "Resolved", "reopened", "spam", "deleted", "waiting"]
-GROUPS = [None, G1, G2, ("g3", "Sales | EU: spécial 🚀")]
-
-event_spec = st.tuples(
-    st.sampled_from(CHATS),
-    st.sampled_from(STATUSES),
-    # seconds after 08:00: few distinct values, so ties and same-interval moves are common
-    st.integers(min_value=0, max_value=30).map(lambda m: m * 450),
-    st.sampled_from(GROUPS),
-    st.booleans(),  # carries resolved_time (a bit earlier than the envelope)
-)
-
-
-def build(spec: tuple[str, str, int, tuple[str, str] | None, bool]) -> dict[str, Any]:
-    chat, status, offset, group, with_resolved = spec
-    when = at("2026-11-23T08:00") + offset * 1000
-    resolved = when - 7_000 if with_resolved and status.lower() == "resolved" else None
-    return conv_event(chat, status, when, group, resolved_time_ms=resolved)
-
-
-def oracle(specs: list[tuple[str, str, int, tuple[str, str] | None, bool]]) -> dict[Any, int]:
-    """§4 computed directly: each chat at its earliest terminal event (ties: smaller name)."""
-    best: dict[str, tuple[int, str]] = {}
-    for chat, status, offset, group, with_resolved in specs:
-        s = status.lower()
-        if s not in ("resolved", "spam", "deleted"):
-            continue
-        when = at("2026-11-23T08:00") + offset * 1000
-        if s == "resolved" and with_resolved:
-            when -= 7_000
-        queue = group[1] if s == "resolved" and group else "Undefined_Queue"
-        best[chat] = min(best.get(chat, (when, queue)), (when, queue))
-    out: dict[Any, int] = {}
-    for when, queue in best.values():
-        slot_ms = when - when % 900_000
-        key = (iso(slot_ms)[:16] + "Z", queue)
-        out[key] = out.get(key, 0) + 1
-    return out
 
 
 @hsettings(

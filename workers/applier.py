@@ -1,15 +1,84 @@
-"""Thin Python wrapper around the apply and end-drain scripts (`app/lua/`)."""
+"""Thin Python wrapper around the apply and end-drain scripts (`app/lua/`).
+
+The apply script touches only keys it is given (§14): a batch is first planned (the script
+lists the keys its events need, as tags), then applied with those keys; a key found
+missing while applying (the counts of a day a chat moves out of) is added and the batch
+goes on from the event that needed it.
+"""
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, cast
 
+import orjson
 from redis import Redis
+from redis.exceptions import NoScriptError
 
-from app.lua import Lua, bind
+from app.chat_state import (
+    ASSIGNMENT,
+    BUCKET_LOAD,
+    SPLIT_AT,
+    bucket_count,
+    bucket_of,
+    chat_hash,
+    place,
+)
+from app.compact import Kind
+from app.lua import Lua, bind, load
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
+from workers.retrying import retrying
+
+log = logging.getLogger("injixo.apply")
+
+TAGS_AT = 13  # the apply script's ARGV index of its first tag (1-based), in every mode
+FIXED_KEYS = 9  # the shard's own keys, first in KEYS
+TERMINAL = frozenset({Kind.SOLVED, Kind.DELETED, Kind.SOLVED_GROUP_UNNAMED})  # they count
+DAY_MS = 86_400_000
+SWEEP_BUCKETS = 64  # buckets per sweep call: each call holds Redis for about a millisecond
+HASHES_KEPT = 100_000  # recent chats' placement hashes remembered
+MOVED_DAYS_KEPT = 3  # per integration: the days its chats moved out of, declared ahead
+MIGRATE_CHUNK = 200  # old chat keys moved per call
+SCHEMA_FIELD, SCHEMA = "/v", b"2"  # in the chat buckets hash: old chat keys are all moved
+SPLITS_PER_CALL = 64  # each moves about BUCKET_LOAD entries
+NAME_CACHE = 200_000  # tag -> key names remembered per worker
+
+
+Event = tuple[str, str, Any, Any, Any]  # integration, chat, kind, time, group id
+
+
+def _event(fields: list[bytes] | dict[bytes, bytes]) -> Event | None:
+    """(integration, chat, kind, time) of an entry's event, or None (the script judges it)."""
+    if type(fields) is list:  # as Redis sends it: [field, value, ...]
+        at = fields.index(b"e") if b"e" in fields[::2] else -1
+        raw = fields[at + 1] if at >= 0 and at % 2 == 0 else None
+    else:
+        raw = cast(dict[bytes, bytes], fields).get(b"e")
+    try:
+        event = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    if type(event) is not list or len(event) != 6:
+        return None
+    iid, chat, kind, t, gid = event[:5]
+    if type(iid) is not str or type(chat) is not str:
+        return None
+    return iid, chat, kind, t, gid
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    """A stream entry id, comparable."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+Ahead = tuple[int, str, str, str, int]  # shard, source, start, end, count of a batch read
+Planned = tuple[list[str], list[Any], int, list[str]]  # tags, plan, its integrations, names
 
 
 @dataclass(frozen=True)
@@ -29,6 +98,18 @@ class Applier:
 
     redis: Redis
     settings: Settings
+    names: dict[tuple[int, str], str] = field(default_factory=dict)
+    #: (shard, iid) -> the bucket count last seen; the script says when it is out of date
+    layouts: dict[tuple[int, str], int] = field(default_factory=dict)
+    #: (shard, iid) -> the entries its buckets held after the last batch (an upper bound)
+    entries: dict[tuple[int, str], int] = field(default_factory=dict)
+    #: (shard, iid) -> counts tags of the days its chats last moved out of (newest first)
+    moved_from: dict[tuple[int, str], list[str]] = field(default_factory=dict)
+    _migrated: set[int] = field(default_factory=set)
+    _hashes: dict[str, int] = field(
+        default_factory=dict
+    )  # chat -> chat_hash, recent ones  # shards whose old chat keys are moved
+    _ahead: tuple[Ahead, list[Any], Planned] | None = None  # the next batch, read and planned
 
     def __post_init__(self) -> None:
         self.redis_keys = RedisKeys(self.settings.key_prefix)
@@ -36,6 +117,57 @@ class Applier:
         # (a Redis restart), so nothing needs loading up front.
         self._apply = bind(self.redis, Lua.APPLY)
         self._end_drain = bind(self.redis, Lua.END_DRAIN)
+        # XRANGE without redis-py's reply parsing (a dict per entry) for the drain's reads,
+        # on one Redis (a cluster client parses on its nodes: it keeps them).
+        self._raw: Redis | None = None
+        if isinstance(self.redis, Redis):
+            self._raw = copy.copy(self.redis)
+            callbacks = copy.copy(self.redis.response_callbacks)
+            callbacks.pop("XRANGE")
+            self._raw.response_callbacks = callbacks
+
+    def _fixed(self, shard: int, source: str) -> list[str]:
+        """The shard's own keys, KEYS[1..9] of the apply script."""
+        rk = self.redis_keys
+        return [
+            source,
+            rk.dead(shard),
+            rk.stats(shard),
+            rk.revisions(shard),
+            rk.changes(shard),
+            rk.change_hours(shard),
+            rk.pending(shard),
+            rk.parked_integrations(shard),
+            rk.chat_buckets(shard),
+        ]
+
+    def _named(self, shard: int, tags: list[str]) -> list[str]:
+        names = self.names
+        if len(names) > NAME_CACHE:
+            names.clear()
+        out = []
+        for tag in tags:
+            name = names.get((shard, tag))
+            if name is None:
+                name = names[(shard, tag)] = self.redis_keys.tagged(shard, tag)
+            out.append(name)
+        return out
+
+    def _run(
+        self,
+        shard: int,
+        source: str,
+        mode: str,
+        head: list[Any],
+        tags: list[str],
+        plan: list[Any] | None = None,
+        names: list[str] | None = None,
+    ) -> Any:
+        """One script call: the shard's keys, then one key per tag (and the apply's plan)."""
+        named = names if names is not None else self._named(shard, tags)
+        keys = self._fixed(shard, source) + named
+        args = [mode, *head, *[""] * (TAGS_AT - 2 - len(head)), *tags, *(plan or ())]
+        return self._apply(keys=keys, args=args)
 
     def apply(
         self,
@@ -48,41 +180,371 @@ class Applier:
         parked: str = "",
     ) -> BatchResult:
         """Apply up to `count` entries from `start` of the shard's stream (events that wait for
-        a group name are parked), of its dead-letter stream, or of `parked`'s parking stream."""
+        a group name are parked), of its dead-letter stream, or of `parked`'s parking stream.
+        Connection errors and a cluster's TRYAGAIN/CLUSTERDOWN are retried: a batch is
+        idempotent."""
+        return retrying(lambda: self._apply_once(shard, start, count, dead_letter, end, parked))
+
+    def _apply_once(
+        self, shard: int, start: str, count: int | None, dead_letter: bool, end: str, parked: str
+    ) -> BatchResult:
         rk = self.redis_keys
         source = rk.stream(shard)
         if dead_letter:
             source = rk.dead(shard)
         elif parked:
             source = rk.parked(shard, parked)
-        out = self._apply(
-            keys=[source, rk.dead(shard), rk.stats(shard)],
-            args=[
-                rk.shard_prefix(shard),
-                start,
-                count or self.settings.drain_batch,
-                self.settings.chat_ttl_days * 86_400_000,
-                self.settings.counts_retention_days * 86_400,
-                int(time.time()),
-                "1" if dead_letter else "0",
-                end,
-                self.settings.changes_retention_days * 24,
-                "0" if dead_letter or parked else "1",
-                parked,
-            ],
+        s = self.settings
+        limit = count or s.drain_batch
+        parking = "park" if not (dead_letter or parked) else ("parked" if parked else "")
+        entries, planned = self._take_ahead((shard, source, start, end, limit))
+        if planned is None:
+            entries = self._read(source, start, end, limit)
+        if not entries and not (parked and start == "-"):
+            return BatchResult("", 0, [], [], "")
+        # (A whole pass over an emptied parking stream still runs: it forgets the waits.)
+        range_end = text(entries[-1][0]) if entries else end  # not entries added since
+        ahead: Ahead | None = None
+        if parking == "park" and len(entries) == limit and self._raw is not None:
+            ahead = (shard, source, "(" + range_end, end, limit)  # likely more: read ahead
+        head: list[Any] = [
+            start,
+            limit,
+            range_end,
+            s.chat_ttl_days,
+            s.counts_retention_days * 86_400,
+            int(time.time()),
+            "1" if dead_letter else "0",
+            s.changes_retention_days * 24,
+            "0" if dead_letter or parked else "1",
+            parked,
+            0,  # the integrations in the plan (set by _plan)
+        ]
+        last, applied, needs, dead_ids, error = "", 0, [], [], ""
+        extra: list[str] = []
+        while True:
+            if planned is None or extra or not self._realize(shard, planned):
+                planned = self._plan(shard, entries, extra, parking, parked)
+                if not self._realize(shard, planned):
+                    continue  # another worker splits: its counts come with the next plan
+            tags, plan, layouts, names = planned
+            planned = None
+            head[-1] = layouts
+            if ahead is not None:
+                out = self._run_reading_ahead(shard, source, head, tags, plan, names, ahead)
+                ahead = None
+            else:
+                out = self._run(shard, source, "apply", head, tags, plan, names)
+            step_last, step_applied, step_needs, step_dead, step_error, missing, kept, stale = out
+            applied += int(step_applied)
+            needs += [text(n) for n in step_needs]
+            dead_ids += [text(d) for d in step_dead]
+            error = text(step_error)
+            for i in range(0, len(kept), 2):
+                self.entries[(shard, text(kept[i]))] = int(kept[i + 1])
+            if step_last and (not last or _id(text(step_last)) > _id(last)):
+                last = text(step_last)  # a later pass over left events ends earlier
+            for i in range(0, len(stale), 2):
+                self.layouts[(shard, text(stale[i]))] = int(stale[i + 1])
+            wanted = [text(m) for m in missing]
+            if error or not (stale or wanted):
+                break
+            if wanted:
+                # Events left for keys found needed while applying (or the stream changed
+                # under the plan): what is left of the range, again, with them declared.
+                more = [m for m in wanted if m and m not in extra]
+                for tag in more:
+                    if tag.startswith("n|"):
+                        days = self.moved_from.setdefault((shard, tag.split("|")[1]), [])
+                        days[:] = [tag, *days[: MOVED_DAYS_KEPT - 1]]
+                if not more and "" not in wanted:
+                    raise RuntimeError(f"apply script asks again for declared keys {wanted!r}")
+                extra += more
+                entries = self._read(source, start, head[2], limit)
+                if not entries:
+                    break
+        pairs = list(dict.fromkeys((needs[i], needs[i + 1]) for i in range(0, len(needs), 2)))
+        return BatchResult(last, applied, pairs, dead_ids, error)
+
+    def _read(self, source: str, start: str, end: str, limit: int) -> list[Any]:
+        """Entries as Redis sends them, `[id, [field, value, ...]]` (no per-entry dicts)."""
+        if self._raw is None:
+            return list(self.redis.xrange(source, start, end, limit) or [])
+        reply = self._raw.execute_command(  # type: ignore[no-untyped-call]
+            "XRANGE", source, start, end, "COUNT", limit
         )
-        last, applied, needs, dead_ids, error = out
-        pairs = [(text(needs[i]), text(needs[i + 1])) for i in range(0, len(needs), 2)]
-        return BatchResult(
-            text(last), int(applied), pairs, [text(d) for d in dead_ids], text(error)
+        return list(reply or [])
+
+    def _run_reading_ahead(
+        self,
+        shard: int,
+        source: str,
+        head: list[Any],
+        tags: list[str],
+        plan: list[Any],
+        names: list[str],
+        ahead: Ahead,
+    ) -> Any:
+        """The apply call, while the next batch is read and planned: its XRANGE goes first
+        (on a second connection), then the script; the plan is made while Redis runs it."""
+        keys = self._fixed(shard, source) + names
+        args = ["apply", *head, *tags, *plan]
+        script = load(Lua.APPLY)
+        pool = self.redis.connection_pool
+        reader, writer = pool.get_connection(), pool.get_connection()
+        try:
+            reader.send_command("XRANGE", ahead[1], ahead[2], ahead[3], "COUNT", ahead[4])  # type: ignore[no-untyped-call]
+            writer.send_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            following = list(reader.read_response() or [])
+            if following:
+                planned = self._plan(shard, following, [], "park", "", growth=2)
+                self._ahead = (ahead, following, planned)
+            try:
+                return writer.read_response()
+            except NoScriptError:  # Redis restarted or flushed its scripts: EVAL caches it
+                writer.send_command("EVAL", script.source, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+                return writer.read_response()
+        except BaseException:
+            reader.disconnect()  # type: ignore[no-untyped-call]
+            writer.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            pool.release(reader)
+            pool.release(writer)
+
+    def _take_ahead(self, wanted: Ahead) -> tuple[list[Any], Planned | None]:
+        """The batch read ahead if it is the one wanted now (else nothing)."""
+        if self._ahead is None:
+            return [], None
+        (ahead, entries, planned), self._ahead = self._ahead, None
+        return (entries, planned) if ahead == wanted else ([], None)
+
+    def _layouts(self, shard: int, events: list[Event | None], growth: int) -> dict[str, int]:
+        """The bucket count to place each integration's chats with: today's, or more when
+        the events could fill the buckets past SPLIT_AT (`growth` times as many events may
+        be applied before these; about half of a stream's events are new chats), split
+        before they are applied (`_realize`)."""
+        counts: dict[str, int] = {}
+        for event in events:
+            if event is not None:
+                counts[event[0]] = counts.get(event[0], 0) + 1
+        unknown = [iid for iid in counts if (shard, iid) not in self.entries]
+        if unknown:
+            fields = [f for iid in unknown for f in (iid, iid + "#")]
+            values = self.redis.hmget(self.redis_keys.chat_buckets(shard), fields)
+            for i, iid in enumerate(unknown):
+                self.layouts[(shard, iid)] = bucket_count(values[2 * i])
+                self.entries[(shard, iid)] = int(values[2 * i + 1] or 0)
+        out = {}
+        for iid, count in counts.items():
+            n = self.layouts.get((shard, iid), 1)
+            could_hold = self.entries[(shard, iid)] + count * growth // 2
+            # (One bucket alone may fill to twice as much: tiny integrations stay one key.)
+            if could_hold > SPLIT_AT * max(n, 2):
+                n = max(n, -(-could_hold // BUCKET_LOAD))
+            out[iid] = n
+        return out
+
+    def _realize(self, shard: int, planned: Planned) -> bool:
+        """Split buckets up to the counts the plan places chats with; False if another worker
+        split further meanwhile (plan again)."""
+        plan, layouts = planned[1], planned[2]
+        wanted = {plan[i]: plan[i + 1] for i in range(0, 2 * layouts, 2)}
+        short = {iid: n for iid, n in wanted.items() if self.layouts.get((shard, iid), 1) < n}
+        if short:
+            self.split_to(shard, short)
+        return all(self.layouts.get((shard, iid), 1) == n for iid, n in wanted.items())
+
+    def _plan(
+        self,
+        shard: int,
+        entries: list[Any],
+        extra: list[str],
+        parking: str,
+        parked: str,
+        growth: int = 1,
+    ) -> Planned:
+        """The tags of the keys the entries need and the apply script's plan: each
+        integration's bucket count, then per entry its id and the KEYS indexes of its chat's
+        bucket and its day's counts (0: none). (The drain's hot loop: kept lean.)"""
+        index: dict[Any, int] = {}
+        tags: list[str] = []
+
+        def key_index(tag: str) -> int:
+            at = index.get(tag)
+            if at is None:
+                tags.append(tag)
+                at = index[tag] = FIXED_KEYS + len(tags)  # 1-based, as in Lua's KEYS
+            return at
+
+        for tag in extra:
+            key_index(tag)
+        if parked:
+            for letter in ("g", "qi", "qs", "pg", "pr"):
+                key_index(f"{letter}|{parked}")
+        events = [_event(fields) for _, fields in entries]
+        layouts = self._layouts(shard, events, growth)
+        per_entry: list[Any] = []
+        add = per_entry.extend
+        hashes = self._hashes  # a chat's events come close together: hash it once
+        if len(hashes) > HASHES_KEPT:
+            hashes.clear()
+        # Per integration only what its events use: group names when an event has a group
+        # (or takes one from its assignment), queues when one counts. (Parking keys come
+        # when an event needs them: the script asks.)
+        named: set[str] = set()
+        counted: set[str] = set()
+        for (entry_id, _), event in zip(entries, events, strict=True):
+            bucket = day = 0
+            if event is not None:
+                iid, chat, kind, t, _ = event
+                n = layouts[iid]
+                if iid not in named and (event[4] or kind == Kind.SOLVED_GROUP_UNNAMED):
+                    named.add(iid)
+                    key_index(f"g|{iid}")
+                if iid not in counted and kind in TERMINAL:
+                    counted.add(iid)
+                    key_index(f"qi|{iid}")
+                    key_index(f"qs|{iid}")
+                    # Days its chats moved out of lately: likely again (saves a pass).
+                    for moved in self.moved_from.get((shard, iid), ()):
+                        key_index(moved)
+                h = hashes.get(chat)
+                if h is None:
+                    h = hashes[chat] = chat_hash(chat)
+                b = place(h, n)
+                bucket = index.get((iid, b)) or 0
+                if not bucket:
+                    bucket = index[(iid, b)] = key_index(f"s|{iid}|{b}")
+                if kind in TERMINAL and type(t) is int:
+                    d = t // DAY_MS
+                    day = index.get((iid, -d)) or 0
+                    if not day:
+                        day = index[(iid, -d)] = key_index(f"n|{iid}|{d}")
+            add((entry_id, bucket, day))
+        plan = [x for iid, n in layouts.items() for x in (iid, n)] + per_entry
+        return tags, plan, len(layouts), self._named(shard, tags)
+
+    def split_to(self, shard: int, targets: dict[str, int]) -> None:
+        """Split integrations' chat buckets until each has its target count (never fewer
+        than it has), several integrations and splits per call."""
+        source = self.redis_keys.stream(shard)
+        key = self.redis_keys.chat_buckets(shard)
+        left = dict(targets)
+        while left:
+            tags: list[str] = []
+            triples: list[Any] = []
+            budget = SPLITS_PER_CALL
+            for iid, target in left.items():
+                n = self.layouts.get((shard, iid), 1)
+                low = 1 << (n.bit_length() - 1)
+                k = min(target - n, 2 * low - n, budget)  # within the round (n < 2^(L+1))
+                if k <= 0:
+                    break
+                tags += [f"s|{iid}|{b}" for j in range(k) for b in (n + j - low, n + j)]
+                triples += [iid, n, k]
+                budget -= k
+            reply = self._run(shard, source, "split", [], tags, triples)
+            for i, now in enumerate(reply):
+                iid = triples[3 * i]
+                n = int(now) or bucket_count(self.redis.hget(key, iid))  # another split first
+                self.layouts[(shard, iid)] = n
+                if n >= left[iid]:
+                    del left[iid]
+
+    def migrate_legacy(self, shard: int) -> int:
+        """Move the shard's chat state kept the old way (a key with a TTL per chat) into chat
+        buckets, once (the shard's drains call this first); the entries moved."""
+        if shard in self._migrated:
+            return 0
+        key = self.redis_keys.chat_buckets(shard)
+        if self.redis.hget(key, SCHEMA_FIELD) == SCHEMA:
+            self._migrated.add(shard)
+            return 0
+        prefix = self.redis_keys.shard_prefix(shard)
+        moved, chunk = 0, []
+        for letter in ("c", "a"):
+            for name in self.redis.scan_iter(match=f"{prefix}{letter}:*", count=1000):
+                iid, _, chat = text(name)[len(prefix) + 2 :].partition(":")
+                chunk.append((letter, iid, chat))
+                if len(chunk) == MIGRATE_CHUNK:
+                    moved += self._migrate(shard, chunk)
+                    chunk = []
+        moved += self._migrate(shard, chunk)
+        self.redis.hset(key, SCHEMA_FIELD, SCHEMA)
+        self._migrated.add(shard)
+        if moved:
+            log.info("moved %d chat states of shard %d into chat buckets", moved, shard)
+        return moved
+
+    def _migrate(self, shard: int, chunk: list[tuple[str, str, str]]) -> int:
+        if not chunk:
+            return 0
+        events: list[Event | None] = [(iid, chat, 0, 0, "") for _, iid, chat in chunk]
+        layouts = self._layouts(shard, events, 1)
+        short = {iid: n for iid, n in layouts.items() if self.layouts.get((shard, iid), 1) < n}
+        if short:
+            self.split_to(shard, short)
+        tags = [f"{letter}|{iid}|{chat}" for letter, iid, chat in chunk]
+        tags += list(
+            dict.fromkeys(f"s|{iid}|{bucket_of(chat, layouts[iid])}" for _, iid, chat in chunk)
         )
+        head = [int(time.time()), self.settings.chat_ttl_days]
+        moved = int(self._run(shard, self.redis_keys.stream(shard), "migrate", head, tags))
+        for iid in layouts:
+            self.entries.pop((shard, iid), None)  # read again when next needed
+        return moved
+
+    def sweep(self, shard: int, now: float | None = None) -> int:
+        """Forget the shard's chats untouched for CHAT_TTL_DAYS (§10 retention); how many."""
+        key = self.redis_keys.chat_buckets(shard)
+        source = self.redis_keys.stream(shard)
+        at = int(now if now is not None else time.time())
+        gone = 0
+        layout = {text(f): v for f, v in retrying(lambda: self.redis.hgetall(key)).items()}
+        for field_name in layout:
+            if not field_name.endswith("#"):
+                continue  # every integration with entries has `<iid>#`, the entries kept
+            iid = field_name[:-1]
+            n = bucket_count(layout.get(iid))
+            for first in range(0, n, SWEEP_BUCKETS):
+                tags = [f"s|{iid}|{b}" for b in range(first, min(n, first + SWEEP_BUCKETS))]
+                head = [iid, self.settings.chat_ttl_days, at]
+                gone += int(retrying(partial(self._run, shard, source, "sweep", head, tags)))
+        return gone
+
+    def remember_lookup(self, shard: int, iid: str, chat: str, group_id: str) -> None:
+        """Keep the chat's group from Freshchat's conversation lookup (§12) as its assignment
+        at time 0, unless one is known already."""
+        key = self.redis_keys.chat_buckets(shard)
+        source = self.redis_keys.stream(shard)
+        for _ in range(8):
+            n = bucket_count(self.redis.hget(key, iid))
+            tags = [f"s|{iid}|{bucket_of(chat, n)}"]
+            head = [iid, chat, group_id, int(time.time())]
+            if int(self._run(shard, source, "lookup", head, tags)):
+                return
+        raise RuntimeError(f"chat buckets of {iid} keep splitting; lookup not kept")
+
+    def assigned(self, shard: int, iid: str, chats: list[str]) -> list[bool]:
+        """Whether each chat has an assignment (webhook path or Freshchat's lookup, §12)."""
+        if not chats:
+            return []
+        n = bucket_count(self.redis.hget(self.redis_keys.chat_buckets(shard), iid))
+        # Buckets share the shard's hash tag: one pipeline, one node, even on a cluster.
+        with self.redis.pipeline(transaction=False) as pipe:
+            for chat in chats:
+                bucket = self.redis_keys.chat_bucket(shard, iid, bucket_of(chat, n))
+                pipe.hexists(bucket, ASSIGNMENT + chat)
+            return [bool(x) for x in pipe.execute()]
 
     def release(self, shard: int, start: str) -> bool:
         """Drop the drain flag unless entries arrived past `start`; True if more to do."""
         keys = [self.redis_keys.stream(shard), self.redis_keys.drain_flag(shard)]
-        return bool(self._end_drain(keys=keys, args=[start]))
+        return bool(retrying(lambda: self._end_drain(keys=keys, args=[start])))
 
     def hold(self, shard: int) -> None:
         """(Re)take the drain flag's lease while this drain runs."""
         lease_ms = int(self.settings.drain_lease_seconds * 1000)
-        self.redis.set(self.redis_keys.drain_flag(shard), "1", px=lease_ms)
+        key = self.redis_keys.drain_flag(shard)
+        retrying(lambda: self.redis.set(key, "1", px=lease_ms))

@@ -71,6 +71,8 @@ class Drainer:
         costs the others nothing however many of its events wait.
         """
         began = time.monotonic()
+        self.applier.hold(shard)
+        self.applier.migrate_legacy(shard)  # once: state from before chat buckets
         start, applied, batches, dead = "-", 0, 0, 0
         ready = {iid: "-" for iid in self._parked_ready(shard)}
         while True:
@@ -128,10 +130,7 @@ class Drainer:
             named = bool(gids) and any(
                 usable(v, now) for v in self.redis.hmget(rk.groups(shard, iid), gids)
             )
-            # The assignment keys share the shard's hash tag: one EXISTS, even on a cluster.
-            assigned = bool(chats) and bool(
-                self.redis.exists(*(rk.assignment(shard, iid, chat) for chat in chats))
-            )
+            assigned = any(self.applier.assigned(shard, iid, chats))
             if named or assigned or self.resolver.resolve(shard, [(iid, w) for w in waits]):
                 ready.append(iid)
         return ready
@@ -153,6 +152,7 @@ class Drainer:
 
     def apply_event(self, shard: int, dead_id: str) -> dict[str, Any]:
         """Apply one dead-lettered event; raise (so RQ records the failure) if it cannot be."""
+        self.applier.migrate_legacy(shard)
         result = self.applier.apply(shard, dead_id, count=1, dead_letter=True, end=dead_id)
         if result.last_id != dead_id:
             return {"shard": shard, "event": dead_id, "applied": 0, "note": "already applied"}

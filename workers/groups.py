@@ -14,8 +14,8 @@ Listings are bounded per integration however many events, batches or worker proc
 wait for names: one at a time (a Redis lock; the map is checked again under it), and at
 most one per `group_list_every_seconds` (a Redis key with that TTL, started over when the
 admin changes the key or domain). A need `"@<chat key>"` is a conversation lookup; its
-answer is stored as the chat's assignment `"0:<group id or empty>"` (NX: an assignment
-seen on the webhook path wins), one lookup per chat at a time. Every Freshchat request
+answer is stored as the chat's assignment at time 0 (`Applier.remember_lookup`; an
+assignment seen on the webhook path wins), one lookup per chat at a time. Every Freshchat request
 counts toward MAX_CALLS_PER_MINUTE per integration, and while Freshchat fails for an
 integration (429, 5xx, network, 401/403, malformed answers) no call is made for it until
 the retry time kept in Redis (`Retry-After` when given, else exponential backoff up to
@@ -46,6 +46,7 @@ from app.integrations import decrypt_secret
 from app.lua import CONVERSATION_NEED, NEGATIVE_MARK, POSITIVE_MARK, Lua, bind
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
+from workers.applier import Applier
 
 log = logging.getLogger("injixo.groups")
 
@@ -105,6 +106,7 @@ class GroupResolver:
     def __post_init__(self) -> None:
         self.redis_keys = RedisKeys(self.settings.key_prefix)
         self._unlock = bind(self.redis, Lua.UNLOCK)
+        self.chats = Applier(self.redis, self.settings)  # where a lookup's answer is kept
 
     def resolve(self, shard: int, needs: list[tuple[str, str]]) -> bool:
         """Answer each (integration, group id or "@chat"); True if anything was learnt."""
@@ -166,30 +168,16 @@ class GroupResolver:
 
     def _unassigned(self, shard: int, iid: str, chats: list[str]) -> list[str]:
         """The chats with no assignment yet (from the webhook path or an earlier lookup)."""
-        if not chats:
-            return []
-        with self.redis.pipeline(transaction=False) as pipe:
-            for chat in chats:
-                pipe.exists(self.redis_keys.assignment(shard, iid, chat))
-            found = pipe.execute()
+        found = self.chats.assigned(shard, iid, chats)
         return [chat for chat, exists in zip(chats, found, strict=True) if not exists]
 
     def _nothing_to_ask(self, shard: int, iid: str, gids: list[str], chats: list[str]) -> None:
         """Nobody to ask (a deleted or unknown integration): the chats go to Undefined_Queue."""
-        now = self.clock()
-        with self.redis.pipeline(transaction=False) as pipe:
-            if gids:
-                marker = negative_marker(now)
-                pipe.hset(self.redis_keys.groups(shard, iid), mapping=dict.fromkeys(gids, marker))
-            for chat in chats:
-                self._assign(pipe, shard, iid, chat, None)
-            pipe.execute()
-
-    def _assign(self, pipe: Redis, shard: int, iid: str, chat: str, gid: str | None) -> None:
-        """The chat's group from Freshchat; NX: an assignment seen on the webhook path wins."""
-        ttl_ms = self.settings.chat_ttl_days * 86_400_000
-        key = self.redis_keys.assignment(shard, iid, chat)
-        pipe.set(key, f"0:{gid or ''}", nx=True, px=ttl_ms)
+        if gids:
+            marker = negative_marker(self.clock())
+            self.redis.hset(self.redis_keys.groups(shard, iid), mapping=dict.fromkeys(gids, marker))
+        for chat in chats:
+            self.chats.remember_lookup(shard, iid, chat, "")
 
     # The listing.
 
@@ -298,10 +286,8 @@ class GroupResolver:
             if not answer.answered:
                 self._back_off(shard, iid, fp, answer.retry_after, answer.outcome)
                 return _Step.BLOCKED
-            with self.redis.pipeline(transaction=True) as pipe:
-                self._assign(pipe, shard, iid, chat, answer.group_id)
-                pipe.delete(self.redis_keys.group_backoff(shard, iid))
-                pipe.execute()
+            self.chats.remember_lookup(shard, iid, chat, answer.group_id or "")
+            self.redis.delete(self.redis_keys.group_backoff(shard, iid))
             return _Step.LEARNT
         finally:
             self._unlock(keys=[lock], args=[token])

@@ -1,5 +1,6 @@
 """The worker process: an RQ worker serving one Drainer and one Backfiller, plus a janitor
-that schedules drains nobody scheduled and the next jobs of backfills that are due.
+that schedules drains nobody scheduled, the next jobs of backfills that are due, and each
+shard's daily sweep of silent chats.
 
 RQ (its worker, queue and every enqueue) uses RQ's Redis (`settings.rq_url`); the events,
 flags, counts and backfill records stay in the data Redis (`settings.redis_url`). With one
@@ -20,14 +21,18 @@ from rq import Queue, SimpleWorker
 from app.backfills import schedule_backfills
 from app.jobs import enqueue_drain, rq_for
 from app.logs import configure
+from app.redis_client import data_client, rq_client
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 from workers import backfill
+from workers.applier import Applier
 from workers.drain import Drainer, serving
+from workers.sweep import sweep_due
 
 log = logging.getLogger("injixo.worker")
 
 RESTART_PAUSE_SECONDS = 0.2  # a loop that keeps ending must not spin a core
+SWEEP_CHECK_SECONDS = 60.0  # how often the janitor asks whether a shard's daily sweep is due
 
 
 def schedule_pending(
@@ -65,6 +70,8 @@ def schedule_pending(
 
 
 def _janitor(redis: Redis, rq: Redis, settings: Settings, stop: threading.Event) -> None:
+    applier = Applier(redis, settings)
+    next_sweep = 0.0
     while not stop.wait(settings.janitor_interval_seconds):
         try:
             shards = schedule_pending(redis, settings, rq=rq)
@@ -72,6 +79,9 @@ def _janitor(redis: Redis, rq: Redis, settings: Settings, stop: threading.Event)
                 log.info("janitor scheduled drains for shards %s", shards)
             if backfills := schedule_backfills(redis, settings, rq=rq):
                 log.info("janitor scheduled backfill jobs for %s", backfills)
+            if time.monotonic() >= next_sweep:  # a day's sweep, looked for once a minute
+                next_sweep = time.monotonic() + SWEEP_CHECK_SECONDS
+                sweep_due(redis, settings, applier)
         except Exception:  # the janitor must outlive a Redis outage
             log.warning("janitor pass failed", exc_info=True)
 
@@ -83,16 +93,16 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
 
     def rq_beside(data: Redis, **timeouts: float) -> Redis:
         # With one Redis the data client serves RQ too: no more connections than before.
-        return Redis.from_url(settings.rq_url, **timeouts) if separate else data
+        return rq_client(settings, **timeouts) if separate else data
 
-    rq = Redis.from_url(settings.rq_url, socket_connect_timeout=5)  # the RQ worker's own
-    data = Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    rq = rq_client(settings, socket_connect_timeout=5)  # the RQ worker's own
+    data = data_client(settings, socket_timeout=30, socket_connect_timeout=5)
     jobs_rq = rq_beside(data, socket_timeout=30, socket_connect_timeout=5)
     schedule_pending(data, settings, force=burst, rq=jobs_rq)
     schedule_backfills(data, settings, rq=jobs_rq)
     stop = threading.Event()
     if not burst:
-        janitor_data = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        janitor_data = data_client(settings, socket_connect_timeout=5)
         janitor_rq = rq_beside(janitor_data, socket_connect_timeout=5)
         threading.Thread(
             target=_janitor,

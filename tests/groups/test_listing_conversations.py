@@ -9,14 +9,17 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 import redis
 
 from app.compact import chat_key
 from app.lua import CONVERSATION_NEED
-from app.redis_keys import RedisKeys, text
+from app.redis_keys import RedisKeys
 from app.settings import Settings
+from tests.chat_support import assignment as stored_assignment
+from tests.chat_support import bucket_key, set_assignment
 from tests.freshchat_standin import FreshchatStandIn, running
 from tests.group_support import (
     GOOD,
@@ -53,8 +56,7 @@ def need(iid: str, chat: str = CHAT) -> tuple[str, str]:
 
 
 def assignment(r: redis.Redis, settings: Settings, shard: int, iid: str, chat: str = CHAT) -> str:
-    raw = r.get(RedisKeys(settings.key_prefix).assignment(shard, iid, chat))
-    return "" if raw is None else text(raw)
+    return stored_assignment(r, settings, shard, iid, chat)
 
 
 def test_the_chat_s_group_is_stored_as_its_assignment(
@@ -63,8 +65,8 @@ def test_the_chat_s_group_is_stored_as_its_assignment(
     iid, shard = add_integration(settings, fc.domain)
     assert resolver.resolve(shard, [need(iid), need(iid)]) is True
     assert assignment(r, settings, shard, iid) == "0:g1"
-    ttl = r.pttl(resolver.redis_keys.assignment(shard, iid, CHAT))
-    assert settings.chat_ttl_days * 86_400_000 - 60_000 < ttl <= settings.chat_ttl_days * 86_400_000
+    raw = r.hget(bucket_key(r, settings, shard, iid, CHAT), "@" + CHAT)
+    assert raw == f"{int(time.time()) // 86400 % 100:02d}0:g1".encode()  # touched today
     [asked] = fc.requests
     assert (asked.path, asked.authorization) == (f"/v2/conversations/{CID}", f"Bearer {GOOD}")
     assert calls(r, settings) == {"ok": 1}
@@ -103,14 +105,14 @@ def test_an_assignment_seen_on_the_webhook_path_wins(
     r: redis.Redis, settings: Settings, fc: FreshchatStandIn, resolver: GroupResolver
 ) -> None:
     iid, shard = add_integration(settings, fc.domain)
-    key = resolver.redis_keys.assignment(shard, iid, CHAT)
-    r.set(key, "1795000000000:g7")
+    set_assignment(r, settings, shard, iid, CHAT, "1795000000000:g7")
     assert resolver.resolve(shard, [need(iid)]) is True  # known already: no call
     assert fc.requests == []
     # One arriving while Freshchat answers: NX keeps it.
-    r.delete(key)
+    r.hdel(bucket_key(r, settings, shard, iid, CHAT), "@" + CHAT)
     fc.slow(0.4)
-    threading.Timer(0.1, lambda: r.set(key, "1795000000001:g8")).start()
+    later = partial(set_assignment, r, settings, shard, iid, CHAT, "1795000000001:g8")
+    threading.Timer(0.1, later).start()
     assert resolver.resolve(shard, [need(iid)]) is True
     assert len(fc.requests) == 1
     assert assignment(r, settings, shard, iid) == "1795000000001:g8"
@@ -235,7 +237,7 @@ def test_a_parked_chat_is_ready_once_its_assignment_exists(
     park(r, settings, shard, iid, CONVERSATION_NEED + CHAT, "gnever")
     fc.fail_always(503)
     assert drainer._parked_ready(shard) == []  # nothing known, Freshchat fails
-    r.set(resolver.redis_keys.assignment(shard, iid, CHAT), "1795000000000:g1")  # a webhook
+    set_assignment(r, settings, shard, iid, CHAT, "1795000000000:g1")  # a webhook
     asked: list[object] = []
 
     def spy(shard: int, needs: list[tuple[str, str]]) -> bool:

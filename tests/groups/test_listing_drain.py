@@ -16,8 +16,9 @@ import redis
 
 import workers.drain
 from app.compact import Compact, Kind, chat_key
-from app.redis_keys import RedisKeys, text
+from app.redis_keys import RedisKeys
 from app.settings import Settings
+from tests.chat_support import assignment, chat_state
 from tests.freshchat_standin import FreshchatStandIn, running
 from tests.group_support import GOOD, GROUPS, PAGES, add_integration, calls
 from tests.redis_server import RedisServer, free_port
@@ -114,9 +115,8 @@ def test_an_absent_id_counts_in_undefined_queue_why_6(
         ("2026-11-23T08:00Z", "Undefined_Queue"): 1,
         ("2026-11-23T08:00Z", "Sales: EMEA 🚀"): 1,
     }
-    keys = RedisKeys(settings.key_prefix)
-    assert text(r.get(keys.chat(shard, iid, "c1")) or "").endswith("6")  # not in Freshchat
-    assert text(r.get(keys.chat(shard, iid, "c2")) or "").endswith("3")  # named by Freshchat
+    assert (chat_state(r, settings, shard, iid, "c1") or "").endswith("6")  # not in Freshchat
+    assert (chat_state(r, settings, shard, iid, "c2") or "").endswith("3")  # named by Freshchat
     assert fc.listed_pages() == PAGES and fc.group_gets() == []
 
 
@@ -160,9 +160,9 @@ def test_a_chat_solved_without_a_group_gets_it_from_freshchat(
         ("2026-11-23T08:00Z", "Undefined_Queue"): 1,
     }
     keys = RedisKeys(settings.key_prefix)
-    assert r.get(keys.assignment(shard, iid, chat_key(known))) == b"0:g3"
-    assert r.get(keys.assignment(shard, iid, chat_key(unknown))) == b"0:"
-    assert text(r.get(keys.chat(shard, iid, chat_key(known))) or "").endswith("8")
+    assert assignment(r, settings, shard, iid, chat_key(known)) == "0:g3"
+    assert assignment(r, settings, shard, iid, chat_key(unknown)) == "0:"
+    assert (chat_state(r, settings, shard, iid, chat_key(known)) or "").endswith("8")
     assert sorted(q.path for q in fc.conversation_gets()) == sorted(
         f"/v2/conversations/{cid}" for cid in (known, unknown)
     )
