@@ -208,3 +208,27 @@ def test_the_worker_s_janitor_runs_the_daily_sweep(r: redis.Redis, settings: Set
         stop.set()
         janitor.join()
     assert int(r.get(keys.sweep_day(0)) or 0) == int(time.time() // DAY)
+
+
+def test_entries_taken_under_the_plan_are_read_again(
+    r: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another drain (a lease that ran out) applies an entry between our read and our call.
+    push(r, settings, [solved(f"c{i}") for i in range(5)])
+    applier = Applier(r, settings)
+    stream = RedisKeys(settings.key_prefix).stream(SHARD)
+    planned = applier._plan
+    taken: list[str] = []
+
+    def plan_then_lose_one(*args: object, **kwargs: object) -> object:
+        out = planned(*args, **kwargs)  # type: ignore[arg-type]
+        if not taken:
+            [(entry_id, _)] = r.xrange(stream, count=1) or []
+            taken.append(text(entry_id))
+            r.xdel(stream, taken[0])
+        return out
+
+    monkeypatch.setattr(applier, "_plan", plan_then_lose_one)
+    assert applier.apply(SHARD).applied == 4  # the other four, once the stream was read again
+    assert r.xlen(stream) == 0 and len(taken) == 1
+    assert counts(r, settings, IID, SHARD) == {("2026-11-23T08:00Z", "Support"): 4}

@@ -77,6 +77,11 @@ def _id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def send(connection: Any, *args: Any) -> None:
+    """Send one command on a connection of redis-py's pool; its answer is read later."""
+    connection.send_command(*args)
+
+
 Ahead = tuple[int, str, str, str, int]  # shard, source, start, end, count of a batch read
 Planned = tuple[list[str], list[Any], int, list[str]]  # tags, plan, its integrations, names
 
@@ -293,20 +298,23 @@ class Applier:
         pool = self.redis.connection_pool
         reader, writer = pool.get_connection(), pool.get_connection()
         try:
-            reader.send_command("XRANGE", ahead[1], ahead[2], ahead[3], "COUNT", ahead[4])  # type: ignore[no-untyped-call]
-            writer.send_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            # The read first, answered before the script is sent: Redis serves connections in
+            # no set order, and a read queued behind the script would wait for it.
+            _, source_ahead, start, end, count = ahead
+            send(reader, "XRANGE", source_ahead, start, end, "COUNT", count)
             following = list(reader.read_response() or [])
+            send(writer, "EVALSHA", script.sha, len(keys), *keys, *args)
             if following:
                 planned = self._plan(shard, following, [], "park", "", growth=2)
                 self._ahead = (ahead, following, planned)
             try:
                 return writer.read_response()
             except NoScriptError:  # Redis restarted or flushed its scripts: EVAL caches it
-                writer.send_command("EVAL", script.source, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+                send(writer, "EVAL", script.source, len(keys), *keys, *args)
                 return writer.read_response()
         except BaseException:
-            reader.disconnect()  # type: ignore[no-untyped-call]
-            writer.disconnect()  # type: ignore[no-untyped-call]
+            for connection in (reader, writer):
+                connection.disconnect()  # type: ignore[no-untyped-call]
             raise
         finally:
             pool.release(reader)
@@ -384,7 +392,7 @@ class Applier:
                 key_index(f"{letter}|{parked}")
         events = [_event(fields) for _, fields in entries]
         layouts = self._layouts(shard, events, growth)
-        per_entry: list[Any] = []
+        per_entry: list[int] = []  # bucket and day KEYS indexes of each entry
         add = per_entry.extend
         hashes = self._hashes  # a chat's events come close together: hash it once
         if len(hashes) > HASHES_KEPT:
@@ -394,7 +402,7 @@ class Applier:
         # when an event needs them: the script asks.)
         named: set[str] = set()
         counted: set[str] = set()
-        for (entry_id, _), event in zip(entries, events, strict=True):
+        for event in events:
             bucket = day = 0
             if event is not None:
                 iid, chat, kind, t, _ = event
@@ -421,8 +429,10 @@ class Applier:
                     day = index.get((iid, -d)) or 0
                     if not day:
                         day = index[(iid, -d)] = key_index(f"n|{iid}|{d}")
-            add((entry_id, bucket, day))
-        plan = [x for iid, n in layouts.items() for x in (iid, n)] + per_entry
+            add((bucket, day))
+        plan = [x for iid, n in layouts.items() for x in (iid, n)]
+        if entries:  # the entries it was planned for, then one string for the indexes
+            plan += [entries[0][0], entries[-1][0], ",".join(map(str, per_entry))]
         return tags, plan, len(layouts), self._named(shard, tags)
 
     def split_to(self, shard: int, targets: dict[str, int]) -> None:

@@ -8,19 +8,21 @@
 -- revisions, changes, change hours, pending per integration, parked integrations, chat
 -- buckets; then one key per tag (ARGV[13..], in the same order), named in Python
 -- (`RedisKeys.tagged`). A tag is "<letter>|<iid>[|<number>]": s chat bucket, n counts of a
--- UTC day, g group names, qi queue names, qs queue stats, pk parking stream, pg group ids the
--- parked events wait for, pr the same set being rebuilt. The caller plans each batch
+-- UTC day, g group names, qi queue names, qs queue stats, pk parking stream, pg group ids
+-- the parked events wait for, pr the same set being rebuilt. The caller plans each batch
 -- (`workers.applier`): after the tags, ARGV holds the bucket count it placed each
--- integration's chats with ("<iid>", "<n>" pairs, ARGV[12] of them), then per entry its id
--- and the KEYS indexes of its chat's bucket and of its day's counts (0: none). The script
--- checks the counts (else it answers with today's, nothing applied) and each id (else it
--- stops there: read again). A key found needed only while applying (the counts of a day a
--- chat moves out of) leaves the event that needs it in the stream: the reply lists the
--- missing tags, and the caller applies what is left of the range with them declared.
+-- integration's chats with ("<iid>", "<n>" pairs, ARGV[12] of them), the first and last
+-- entry ids it read, and per entry the KEYS indexes of its chat's bucket and of its day's
+-- counts. The script checks the counts (else it answers with today's, nothing applied) and
+-- the entries (else nothing applied: read again). A key found needed only while applying
+-- (the counts of a day a chat moves out of, a parking stream) leaves the event that needs
+-- it in the stream: the reply lists the missing tags, and the caller applies what is left
+-- of the range with them declared (counts do not depend on the order, §4).
 --
--- ARGV: [1] mode: 'apply', 'migrate' or 'split' (see there), 'sweep' (forget the entries of integration
--- ARGV[2]'s declared buckets untouched for ARGV[3] days at unix time ARGV[4]) or 'lookup'
--- (keep ARGV[4] as chat ARGV[3]'s group from Freshchat's lookup, at unix time ARGV[5]);
+-- ARGV: [1] mode: 'apply', 'migrate' or 'split' (see there), 'sweep' (forget the entries
+-- of integration ARGV[2]'s declared buckets untouched for ARGV[3] days at unix time
+-- ARGV[4]) or 'lookup' (keep ARGV[4] as chat ARGV[3]'s group from Freshchat's lookup, at
+-- unix time ARGV[5]);
 -- for apply: [2] start id ('-' or '(<id>'), [3] count, [4] end id, [5] chat ttl days,
 -- [6] counts retention s, [7] now (unix s), [8] single ('1': fail instead of dead-letter),
 -- [9] changes retention (hours), [10] park ('1': events waiting for a group name are moved
@@ -51,7 +53,8 @@
 -- group of the chat's latest assignment, else Freshchat's lookup), 4 assigned (webhook path).
 -- Replies: apply {last id applied, applied, {iid, gid, ...} needing a group name, {dead
 -- ids}, error, {missing tags}, {iid, entries its buckets hold, ...}, {iid, bucket count, ...}
--- when the plan's counts are out of date}; split see there; sweep the number of entries forgotten; lookup 1, or 0 (place the chat again).
+-- when the plan's counts are out of date}; split see there; sweep the number of entries
+-- forgotten; lookup 1, or 0 (place the chat again).
 
 local src, dead, stats, revs, log, hours, pending, parked_set, buckets =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -144,8 +147,12 @@ if mode == 'split' then
           side[#side + 1] = all[i + 1]
         end
         redis.call('DEL', from)
-        for i = 1, #stay, 256 do redis.call('HSET', from, unpack(stay, i, math.min(i + 255, #stay))) end
-        for i = 1, #move, 256 do redis.call('HSET', to, unpack(move, i, math.min(i + 255, #move))) end
+        for i = 1, #stay, 256 do
+          redis.call('HSET', from, unpack(stay, i, math.min(i + 255, #stay)))
+        end
+        for i = 1, #move, 256 do
+          redis.call('HSET', to, unpack(move, i, math.min(i + 255, #move)))
+        end
         n = n + 1
       end
       redis.call('HSET', buckets, iid, n)
@@ -166,7 +173,11 @@ if mode == 'sweep' then
     for j = 1, #all, 2 do
       local v = all[j + 1]
       local mark
-      if string.byte(all[j], 1) == 64 then mark = string.sub(v, 1, 2) else mark = string.sub(v, -2) end
+      if string.byte(all[j], 1) == 64 then -- '@': an assignment, marked first
+        mark = string.sub(v, 1, 2)
+      else
+        mark = string.sub(v, -2)
+      end
       if (today - (tonumber(mark) or 0)) % TOUCH >= ttl_days then stale[#stale + 1] = all[j] end
     end
     for j = 1, #stale, 256 do
@@ -184,7 +195,8 @@ if mode == 'lookup' then
   local iid, chat, gid = ARGV[2], ARGV[3], ARGV[4]
   local bucket = K[bucket_tag(iid, chat)]
   if not bucket then return 0 end
-  if redis.call('HSETNX', bucket, '@' .. chat, today_mark(tonumber(ARGV[5])) .. '0:' .. gid) == 1 then
+  local value = today_mark(tonumber(ARGV[5])) .. '0:' .. gid
+  if redis.call('HSETNX', bucket, '@' .. chat, value) == 1 then
     redis.call('HINCRBY', buckets, iid .. '#', 1)
   end
   return 1
@@ -571,8 +583,9 @@ local function settle(iid)
 end
 
 -- The caller's plan: each integration's bucket count it placed chats with (checked here:
--- another worker may have split them since), then per entry its id, the KEYS index of its
--- chat's bucket and of its day's counts (0: none).
+-- another worker may have split them since), then the first and last entry ids it read and
+-- per entry the KEYS index of its chat's bucket and of its day's counts (0: none), as one
+-- string "b,d,b,d,...".
 local plan_at = TAGS_AT + #KEYS - FIXED
 local layouts = tonumber(ARGV[12])
 local stale = {}
@@ -590,16 +603,21 @@ if layouts > 0 then
 end
 if #stale > 0 then return {'', 0, {}, {}, '', {}, {}, stale} end
 local planned = plan_at + 2 * layouts
+local indexes = string.gmatch(ARGV[planned + 2] or '', '(%d+),(%d+)')
+if #entries > 0 then
+  local first, final = ARGV[planned], ARGV[planned + 1]
+  local _, commas = string.gsub(ARGV[planned + 2] or '', ',', ',')
+  if entries[1][1] ~= first or entries[#entries][1] ~= final or (commas + 1) / 2 ~= #entries then
+    -- Not the entries the caller planned (another drain took some): read them again.
+    return {'', 0, {}, {}, '', {''}, {}, {}}
+  end
+end
 
 local complete = true -- every entry of the range was read
-for e, entry in ipairs(entries) do
+for _, entry in ipairs(entries) do
   local id, fields = entry[1], entry[2]
-  local at = planned + 3 * (e - 1)
-  if ARGV[at] ~= id then -- not the entry the caller planned (read again from here)
-    complete = false
-    missing[#missing + 1] = ''
-    break
-  end
+  local b, d = indexes()
+  b, d = tonumber(b), tonumber(d)
   local ev, why = valid(fields)
   if not ev then
     last = id
@@ -611,7 +629,6 @@ for e, entry in ipairs(entries) do
     local ok, raw = pcall(cjson.decode, fields[2] or '')
     if ok and type(raw) == 'table' and type(raw[1]) == 'string' then settle(raw[1]) end
   else
-    local b, d = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
     local need = false
     if b > 0 and (d > 0 or ev[3] == 0 or ev[3] == 4) then
       need = apply(ev, KEYS[b], KEYS[d])
