@@ -57,3 +57,16 @@ def rc(cluster: RedisClusterHarness) -> Iterator[redis.Redis]:
 def cluster_settings(cluster: RedisClusterHarness, rq_redis: RedisServer) -> Settings:
     """REDIS_CLUSTER=true with REDIS_URL one node of the session's cluster; RQ apart."""
     return make_settings(cluster.url, redis_cluster=True, rq_redis_url=rq_redis.url)
+
+
+@pytest.fixture
+def failover_settings(failover_cluster: RedisClusterHarness, rq_redis: RedisServer) -> Settings:
+    """REDIS_CLUSTER on the failover cluster, RQ apart, and a 202 only once a replica has
+    the write (REDIS_REPLICA_ACKS=1; a short WAIT, so that a 503 comes quickly)."""
+    return make_settings(
+        failover_cluster.url,
+        redis_cluster=True,
+        rq_redis_url=rq_redis.url,
+        redis_replica_acks=1,
+        redis_replica_wait_ms=300,
+    )

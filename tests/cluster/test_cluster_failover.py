@@ -21,7 +21,6 @@ from app.redis_client import async_data_client
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.redis_cluster import RedisClusterHarness
-from tests.redis_server import RedisServer
 from tests.support import (
     ADMIN,
     G1,
@@ -74,16 +73,10 @@ def every_shard_once(c: RedisClusterHarness, settings: Settings, frc: redis.Redi
 
 
 def test_replica_acks_and_failover_on_a_cluster_answer_202_or_503(
-    failover_cluster: RedisClusterHarness, rq_redis: RedisServer, frc: redis.Redis
+    failover_cluster: RedisClusterHarness, failover_settings: Settings, frc: redis.Redis
 ) -> None:
     c = failover_cluster
-    settings = make_settings(
-        c.url,
-        redis_cluster=True,
-        rq_redis_url=rq_redis.url,
-        redis_replica_acks=1,
-        redis_replica_wait_ms=300,
-    )
+    settings = failover_settings
     keys = RedisKeys(settings.key_prefix)
     every_shard_once(c, settings, frc)
     with TestClient(create_app(settings)) as client:
@@ -136,7 +129,7 @@ def test_replica_acks_and_failover_on_a_cluster_answer_202_or_503(
         assert client.get("/readyz").status_code == 200
 
     # Without replica acks the promoted master takes writes as usual.
-    plain = make_settings(c.url, redis_cluster=True, rq_redis_url=rq_redis.url)
+    plain = make_settings(c.url, redis_cluster=True, rq_redis_url=settings.rq_redis_url)
     before = c.node(promoted).xlen(other_stream)
     with TestClient(create_app(plain)) as client:
         assert post_events(client, second_key, event()).status_code == 202

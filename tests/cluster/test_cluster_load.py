@@ -22,6 +22,7 @@ from tests.redis_server import RedisServer
 from tests.reliability.harness import (
     FIGURES,
     Delivery,
+    chat_event,
     create_integration,
     create_key,
     deliver,
@@ -30,29 +31,17 @@ from tests.reliability.harness import (
 from tests.support import (
     base_day,
     bearer,
-    conv_event,
     day_ms,
-    iso,
     make_settings,
     read_counts,
     shard_of,
     wait_until,
 )
 
-QUEUES = 16
 CLIENTS = 6
 
 
 Plan = list[tuple[dict[str, Any], tuple[str, str]]]
-
-
-def chat_event(n: int, base: int, rng: random.Random) -> tuple[dict[str, Any], tuple[str, str]]:
-    """One request = one chat, solved once; the payload and its (interval, queue) row."""
-    slot = base + (n // QUEUES) * 900_000
-    group = (f"g{n % QUEUES}", f"Q{n % QUEUES:02d}")
-    event = conv_event(str(uuid.UUID(int=rng.getrandbits(128))), "resolved", slot, group)
-    event["timestamp"] = slot + rng.randrange(0, 900) * 1000
-    return event, (iso(slot)[:16] + "Z", group[1])
 
 
 def load(
@@ -162,16 +151,10 @@ def test_a_live_migration_of_the_busy_shard_under_ingest_and_draining(
 
 
 def test_a_master_killed_under_load_loses_no_accepted_event(
-    failover_cluster: RedisClusterHarness, rq_redis: RedisServer
+    failover_cluster: RedisClusterHarness, failover_settings: Settings
 ) -> None:
     c = failover_cluster
-    settings = make_settings(
-        c.url,
-        redis_cluster=True,
-        rq_redis_url=rq_redis.url,
-        redis_replica_acks=1,
-        redis_replica_wait_ms=300,
-    )
+    settings = failover_settings
     rng = random.Random(11)
     plan = [chat_event(n, day_ms(base_day()), rng) for n in range(1200)]
     killed: list[int] = []

@@ -9,6 +9,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import redis
 from app.redis_keys import RedisKeys
 from app.settings import Settings
 from tests.e2e.processes import Process, Web
-from tests.support import ADMIN, EVENTS, IPARAMS_MARKER, all_stored_bytes
+from tests.support import ADMIN, EVENTS, IPARAMS_MARKER, all_stored_bytes, conv_event, iso
 
 P = TypeVar("P", bound=Process)
 RETRIES = 5  # the Freshworks app retries 429/5xx/network errors up to 5 times
@@ -262,6 +263,18 @@ def deliver(
             time.sleep(pause * (1 + (rng.random() if rng else 0)))
     out.last_at = time.monotonic()
     return out
+
+
+QUEUES = 32  # chat n -> its own (15-minute slot, queue) pair, so the counts name every chat
+
+
+def chat_event(n: int, base: int, rng: random.Random) -> tuple[dict[str, Any], tuple[str, str]]:
+    """One request = one chat, solved once; returns the payload and its (slot, queue) row."""
+    slot = base + (n // QUEUES) * 900_000
+    group = (f"g{n % QUEUES}", f"Q{n % QUEUES:02d}")
+    event = conv_event(str(uuid.UUID(int=rng.getrandbits(128))), "resolved", slot, group)
+    event["timestamp"] = slot + rng.randrange(0, 900) * 1000
+    return event, (iso(slot)[:16] + "Z", group[1])
 
 
 def diff(expected: dict[Any, int], actual: dict[Any, int]) -> tuple[int, int]:

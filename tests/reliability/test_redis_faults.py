@@ -19,8 +19,10 @@ from tests.e2e.processes import Process
 from tests.redis_server import RedisServer, free_port
 from tests.reliability.harness import (
     FIGURES,
+    QUEUES,
     WATCH,
     Delivery,
+    chat_event,
     create_integration,
     create_key,
     deliver,
@@ -31,9 +33,7 @@ from tests.support import (
     EVENTS,
     base_day,
     bearer,
-    conv_event,
     day_ms,
-    iso,
     make_settings,
     pending,
     read_counts,
@@ -43,7 +43,6 @@ from tests.support import (
 pytestmark = pytest.mark.reliability
 
 REQUESTS = 3000
-QUEUES = 32  # chat n -> its own (15-minute slot, queue) pair, so the counts name every chat
 CLIENTS = 8
 
 
@@ -62,15 +61,6 @@ def fresh(server: RedisServer) -> Settings:
         server.start()
     server.client().flushall()
     return make_settings(server.url)
-
-
-def chat_event(n: int, base: int, rng: random.Random) -> tuple[dict[str, Any], tuple[str, str]]:
-    """One request = one chat, solved once; returns the payload and its (slot, queue) row."""
-    slot = base + (n // QUEUES) * 900_000
-    group = (f"g{n % QUEUES}", f"Q{n % QUEUES:02d}")
-    event = conv_event(str(uuid.UUID(int=rng.getrandbits(128))), "resolved", slot, group)
-    event["timestamp"] = slot + rng.randrange(0, 900) * 1000
-    return event, (iso(slot)[:16] + "Z", group[1])
 
 
 def test_redis_sigkill_restart_and_outage_during_load(server: RedisServer, fresh: Settings) -> None:
