@@ -16,6 +16,7 @@ from app.settings import Settings
 from tests.chat_support import chat_state
 from tests.support import apply_all, at, conv_event, counts, store
 from workers.applier import Applier
+from workers.chat_buckets import ChatBuckets
 
 IID, SHARD = "acme000000", 0
 T = at("2026-11-23T08:05")
@@ -87,7 +88,7 @@ def test_the_sweep_forgets_chats_silent_for_the_ttl_and_keeps_the_rest(
     quiet, busy = chat_key(str(uuid.uuid4())), chat_key(str(uuid.uuid4()))
     push(r, settings, [solved(quiet), solved(busy)])
     apply_all(r, settings, SHARD)
-    applier = Applier(r, settings)
+    applier = ChatBuckets(Applier(r, settings))
     ttl = settings.chat_ttl_days
     now[0] += (ttl - 1) * DAY  # one day before the TTL: the busy chat is touched again
     push(r, settings, [Compact(busy, Kind.OTHER, T, "", "").encode(IID)])
@@ -168,8 +169,10 @@ def test_state_kept_the_old_way_moves_into_buckets_before_the_first_drain(
     # The assignment is forgotten 3 days before the chats, solved again today.
     now = [float(time.time())]
     ttl = settings.chat_ttl_days
-    assert Applier(r, settings).sweep(SHARD, now[0] + (ttl - 4) * DAY) == 0
-    assert Applier(r, settings).sweep(SHARD, now[0] + (ttl - 3) * DAY) == 1  # the assignment
+    assert ChatBuckets(Applier(r, settings)).sweep(SHARD, now[0] + (ttl - 4) * DAY) == 0
+    assert (
+        ChatBuckets(Applier(r, settings)).sweep(SHARD, now[0] + (ttl - 3) * DAY) == 1
+    )  # the assignment
 
 
 def test_the_janitor_sweeps_each_shard_once_a_day(

@@ -151,11 +151,11 @@ def workload(r: redis.Redis, settings: Settings, client: TestClient) -> None:
         result = drainer.applier.apply(shard, count=100)
         while result.last_id:
             result = drainer.applier.apply(shard, "(" + result.last_id, count=100)
-        drainer.applier.remember_lookup(shard, iid, "w2", "g2")
+        drainer.buckets.remember_lookup(shard, iid, "w2", "g2")
         apply_all(r, settings, shard)
         [(dead_id, _)] = r.xrange(keys.dead(shard)) or []
         drainer.applier.apply(shard, text(dead_id), count=1, dead_letter=True, end="+")
-        drainer.applier.sweep(shard, time.time() + 400 * 86_400)
+        drainer.buckets.sweep(shard, time.time() + 400 * 86_400)
     finally:
         drainer.close()
 

@@ -1,9 +1,11 @@
-"""Thin Python wrapper around the apply and end-drain scripts (`app/lua/`).
+"""The Applier: runs the apply and end-drain scripts (`app/lua/`) for a shard's batches.
 
-The apply script touches only keys it is given (§14): a batch is first planned (the script
-lists the keys its events need, as tags), then applied with those keys; a key found
-missing while applying (the counts of a day a chat moves out of) is added and the batch
-goes on from the event that needed it.
+The apply script touches only keys it is given (§14): each batch is planned here (its
+entries read, each chat placed in its bucket, every key named by tag), buckets are split
+if the batch could fill them, and the script applies it with exactly those keys. A key
+found needed only while applying (the counts of a day a chat moves out of) leaves its
+event in the stream; what is left of the batch follows with the key declared. The next
+batch is read and planned while Redis applies the current one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, cast
 
 import orjson
@@ -20,11 +21,9 @@ from redis import Redis
 from redis.exceptions import NoScriptError
 
 from app.chat_state import (
-    ASSIGNMENT,
     BUCKET_LOAD,
     SPLIT_AT,
     bucket_count,
-    bucket_of,
     chat_hash,
     place,
 )
@@ -40,11 +39,8 @@ TAGS_AT = 13  # the apply script's ARGV index of its first tag (1-based), in eve
 FIXED_KEYS = 9  # the shard's own keys, first in KEYS
 TERMINAL = frozenset({Kind.SOLVED, Kind.DELETED, Kind.SOLVED_GROUP_UNNAMED})  # they count
 DAY_MS = 86_400_000
-SWEEP_BUCKETS = 64  # buckets per sweep call: each call holds Redis for about a millisecond
 HASHES_KEPT = 100_000  # recent chats' placement hashes remembered
 MOVED_DAYS_KEPT = 3  # per integration: the days its chats moved out of, declared ahead
-MIGRATE_CHUNK = 200  # old chat keys moved per call
-SCHEMA_FIELD, SCHEMA = "/v", b"2"  # in the chat buckets hash: old chat keys are all moved
 SPLITS_PER_CALL = 64  # each moves about BUCKET_LOAD entries
 NAME_CACHE = 200_000  # tag -> key names remembered per worker
 
@@ -158,7 +154,7 @@ class Applier:
             out.append(name)
         return out
 
-    def _run(
+    def run_script(
         self,
         shard: int,
         source: str,
@@ -239,7 +235,7 @@ class Applier:
                 out = self._run_reading_ahead(shard, source, head, tags, plan, names, ahead)
                 ahead = None
             else:
-                out = self._run(shard, source, "apply", head, tags, plan, names)
+                out = self.run_script(shard, source, "apply", head, tags, plan, names)
             step_last, step_applied, step_needs, step_dead, step_error, missing, kept, stale = out
             applied += int(step_applied)
             needs += [text(n) for n in step_needs]
@@ -327,7 +323,7 @@ class Applier:
         (ahead, entries, planned), self._ahead = self._ahead, None
         return (entries, planned) if ahead == wanted else ([], None)
 
-    def _layouts(self, shard: int, events: list[Event | None], growth: int) -> dict[str, int]:
+    def layouts_for(self, shard: int, events: list[Event | None], growth: int) -> dict[str, int]:
         """The bucket count to place each integration's chats with: today's, or more when
         the events could fill the buckets past SPLIT_AT (`growth` times as many events may
         be applied before these; about half of a stream's events are new chats), split
@@ -391,7 +387,7 @@ class Applier:
             for letter in ("g", "qi", "qs", "pg", "pr"):
                 key_index(f"{letter}|{parked}")
         events = [_event(fields) for _, fields in entries]
-        layouts = self._layouts(shard, events, growth)
+        layouts = self.layouts_for(shard, events, growth)
         per_entry: list[int] = []  # bucket and day KEYS indexes of each entry
         add = per_entry.extend
         hashes = self._hashes  # a chat's events come close together: hash it once
@@ -454,99 +450,13 @@ class Applier:
                 tags += [f"s|{iid}|{b}" for j in range(k) for b in (n + j - low, n + j)]
                 triples += [iid, n, k]
                 budget -= k
-            reply = self._run(shard, source, "split", [], tags, triples)
+            reply = self.run_script(shard, source, "split", [], tags, triples)
             for i, now in enumerate(reply):
                 iid = triples[3 * i]
                 n = int(now) or bucket_count(self.redis.hget(key, iid))  # another split first
                 self.layouts[(shard, iid)] = n
                 if n >= left[iid]:
                     del left[iid]
-
-    def migrate_legacy(self, shard: int) -> int:
-        """Move the shard's chat state kept the old way (a key with a TTL per chat) into chat
-        buckets, once (the shard's drains call this first); the entries moved."""
-        if shard in self._migrated:
-            return 0
-        key = self.redis_keys.chat_buckets(shard)
-        if self.redis.hget(key, SCHEMA_FIELD) == SCHEMA:
-            self._migrated.add(shard)
-            return 0
-        prefix = self.redis_keys.shard_prefix(shard)
-        moved, chunk = 0, []
-        for letter in ("c", "a"):
-            for name in self.redis.scan_iter(match=f"{prefix}{letter}:*", count=1000):
-                iid, _, chat = text(name)[len(prefix) + 2 :].partition(":")
-                chunk.append((letter, iid, chat))
-                if len(chunk) == MIGRATE_CHUNK:
-                    moved += self._migrate(shard, chunk)
-                    chunk = []
-        moved += self._migrate(shard, chunk)
-        self.redis.hset(key, SCHEMA_FIELD, SCHEMA)
-        self._migrated.add(shard)
-        if moved:
-            log.info("moved %d chat states of shard %d into chat buckets", moved, shard)
-        return moved
-
-    def _migrate(self, shard: int, chunk: list[tuple[str, str, str]]) -> int:
-        if not chunk:
-            return 0
-        events: list[Event | None] = [(iid, chat, 0, 0, "") for _, iid, chat in chunk]
-        layouts = self._layouts(shard, events, 1)
-        short = {iid: n for iid, n in layouts.items() if self.layouts.get((shard, iid), 1) < n}
-        if short:
-            self.split_to(shard, short)
-        tags = [f"{letter}|{iid}|{chat}" for letter, iid, chat in chunk]
-        tags += list(
-            dict.fromkeys(f"s|{iid}|{bucket_of(chat, layouts[iid])}" for _, iid, chat in chunk)
-        )
-        head = [int(time.time()), self.settings.chat_ttl_days]
-        moved = int(self._run(shard, self.redis_keys.stream(shard), "migrate", head, tags))
-        for iid in layouts:
-            self.entries.pop((shard, iid), None)  # read again when next needed
-        return moved
-
-    def sweep(self, shard: int, now: float | None = None) -> int:
-        """Forget the shard's chats untouched for CHAT_TTL_DAYS (§10 retention); how many."""
-        key = self.redis_keys.chat_buckets(shard)
-        source = self.redis_keys.stream(shard)
-        at = int(now if now is not None else time.time())
-        gone = 0
-        layout = {text(f): v for f, v in retrying(lambda: self.redis.hgetall(key)).items()}
-        for field_name in layout:
-            if not field_name.endswith("#"):
-                continue  # every integration with entries has `<iid>#`, the entries kept
-            iid = field_name[:-1]
-            n = bucket_count(layout.get(iid))
-            for first in range(0, n, SWEEP_BUCKETS):
-                tags = [f"s|{iid}|{b}" for b in range(first, min(n, first + SWEEP_BUCKETS))]
-                head = [iid, self.settings.chat_ttl_days, at]
-                gone += int(retrying(partial(self._run, shard, source, "sweep", head, tags)))
-        return gone
-
-    def remember_lookup(self, shard: int, iid: str, chat: str, group_id: str) -> None:
-        """Keep the chat's group from Freshchat's conversation lookup (§12) as its assignment
-        at time 0, unless one is known already."""
-        key = self.redis_keys.chat_buckets(shard)
-        source = self.redis_keys.stream(shard)
-        for _ in range(8):
-            n = bucket_count(self.redis.hget(key, iid))
-            tags = [f"s|{iid}|{bucket_of(chat, n)}"]
-            head = [iid, chat, group_id, int(time.time())]
-            if int(self._run(shard, source, "lookup", head, tags)):
-                return
-        raise RuntimeError(f"chat buckets of {iid} keep splitting; lookup not kept")
-
-    def assigned(self, shard: int, iid: str, chats: list[str]) -> list[bool]:
-        """Whether each chat has an assignment (webhook path or Freshchat's lookup, §12)."""
-        if not chats:
-            return []
-        n = bucket_count(self.redis.hget(self.redis_keys.chat_buckets(shard), iid))
-        # Buckets share the shard's hash tag: one pipeline, one node, even on a cluster.
-        with self.redis.pipeline(transaction=False) as pipe:
-            for chat in chats:
-                bucket = self.redis_keys.chat_bucket(shard, iid, bucket_of(chat, n))
-                pipe.hexists(bucket, ASSIGNMENT + chat)
-            return [bool(x) for x in pipe.execute()]
 
     def release(self, shard: int, start: str) -> bool:
         """Drop the drain flag unless entries arrived past `start`; True if more to do."""

@@ -14,6 +14,7 @@ import logging
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from redis import Redis
@@ -23,6 +24,7 @@ from app.lua import CONVERSATION_NEED
 from app.redis_keys import text
 from app.settings import Settings
 from workers.applier import Applier
+from workers.chat_buckets import ChatBuckets
 from workers.groups import GroupResolver, usable
 from workers.serving import Served
 
@@ -58,6 +60,11 @@ class Drainer:
             rq if rq is not None else rq_for(redis, settings),
         )
 
+    @cached_property
+    def buckets(self) -> ChatBuckets:
+        """The shard's chat buckets outside a batch (assignments, old state moved in)."""
+        return ChatBuckets(self.applier)
+
     def close(self) -> None:
         """Close the resolver's HTTP client (the Redis connection is the caller's)."""
         self.resolver.client.close()
@@ -72,7 +79,7 @@ class Drainer:
         """
         began = time.monotonic()
         self.applier.hold(shard)
-        self.applier.migrate_legacy(shard)  # once: state from before chat buckets
+        self.buckets.migrate_legacy(shard)  # once: state from before chat buckets
         start, applied, batches, dead = "-", 0, 0, 0
         ready = {iid: "-" for iid in self._parked_ready(shard)}
         while True:
@@ -130,7 +137,7 @@ class Drainer:
             named = bool(gids) and any(
                 usable(v, now) for v in self.redis.hmget(rk.groups(shard, iid), gids)
             )
-            assigned = any(self.applier.assigned(shard, iid, chats))
+            assigned = any(self.buckets.assigned(shard, iid, chats))
             if named or assigned or self.resolver.resolve(shard, [(iid, w) for w in waits]):
                 ready.append(iid)
         return ready
@@ -152,7 +159,7 @@ class Drainer:
 
     def apply_event(self, shard: int, dead_id: str) -> dict[str, Any]:
         """Apply one dead-lettered event; raise (so RQ records the failure) if it cannot be."""
-        self.applier.migrate_legacy(shard)
+        self.buckets.migrate_legacy(shard)
         result = self.applier.apply(shard, dead_id, count=1, dead_letter=True, end=dead_id)
         if result.last_id != dead_id:
             return {"shard": shard, "event": dead_id, "applied": 0, "note": "already applied"}

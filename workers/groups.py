@@ -14,7 +14,7 @@ Listings are bounded per integration however many events, batches or worker proc
 wait for names: one at a time (a Redis lock; the map is checked again under it), and at
 most one per `group_list_every_seconds` (a Redis key with that TTL, started over when the
 admin changes the key or domain). A need `"@<chat key>"` is a conversation lookup; its
-answer is stored as the chat's assignment at time 0 (`Applier.remember_lookup`; an
+answer is stored as the chat's assignment at time 0 (`ChatBuckets.remember_lookup`; an
 assignment seen on the webhook path wins), one lookup per chat at a time. Every Freshchat request
 counts toward MAX_CALLS_PER_MINUTE per integration, and while Freshchat fails for an
 integration (429, 5xx, network, 401/403, malformed answers) no call is made for it until
@@ -47,6 +47,7 @@ from app.lua import CONVERSATION_NEED, NEGATIVE_MARK, POSITIVE_MARK, Lua, bind
 from app.redis_keys import RedisKeys, text
 from app.settings import Settings
 from workers.applier import Applier
+from workers.chat_buckets import ChatBuckets
 
 log = logging.getLogger("injixo.groups")
 
@@ -106,7 +107,7 @@ class GroupResolver:
     def __post_init__(self) -> None:
         self.redis_keys = RedisKeys(self.settings.key_prefix)
         self._unlock = bind(self.redis, Lua.UNLOCK)
-        self.chats = Applier(self.redis, self.settings)  # where a lookup's answer is kept
+        self.chats = ChatBuckets(Applier(self.redis, self.settings))  # where answers are kept
 
     def resolve(self, shard: int, needs: list[tuple[str, str]]) -> bool:
         """Answer each (integration, group id or "@chat"); True if anything was learnt."""

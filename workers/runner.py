@@ -26,6 +26,7 @@ from app.redis_keys import RedisKeys
 from app.settings import Settings
 from workers import backfill
 from workers.applier import Applier
+from workers.chat_buckets import ChatBuckets
 from workers.drain import Drainer, serving
 from workers.sweep import sweep_due
 
@@ -70,7 +71,7 @@ def schedule_pending(
 
 
 def _janitor(redis: Redis, rq: Redis, settings: Settings, stop: threading.Event) -> None:
-    applier = Applier(redis, settings)
+    buckets = ChatBuckets(Applier(redis, settings))
     next_sweep = 0.0
     while not stop.wait(settings.janitor_interval_seconds):
         try:
@@ -81,7 +82,7 @@ def _janitor(redis: Redis, rq: Redis, settings: Settings, stop: threading.Event)
                 log.info("janitor scheduled backfill jobs for %s", backfills)
             if time.monotonic() >= next_sweep:  # a day's sweep, looked for once a minute
                 next_sweep = time.monotonic() + SWEEP_CHECK_SECONDS
-                sweep_due(redis, settings, applier)
+                sweep_due(redis, settings, buckets)
         except Exception:  # the janitor must outlive a Redis outage
             log.warning("janitor pass failed", exc_info=True)
 

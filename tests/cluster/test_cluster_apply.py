@@ -26,6 +26,7 @@ from tests.support import (
     worked_example,
 )
 from workers.applier import Applier
+from workers.chat_buckets import ChatBuckets
 
 IID = "acme000000"
 
@@ -75,9 +76,10 @@ def test_chat_buckets_split_sweep_and_the_webhook_path_on_a_cluster(
     }
     assert (chat_state(rc, cluster_settings, shard, IID, unnamed) or "").endswith("7")
     assert assignment(rc, cluster_settings, shard, IID, unnamed).endswith(":g2")
-    applier.remember_lookup(shard, IID, assigned, "g5")
+    buckets = ChatBuckets(applier)
+    buckets.remember_lookup(shard, IID, assigned, "g5")
     assert assignment(rc, cluster_settings, shard, IID, assigned) == "0:g5"
-    assert applier.sweep(shard) == 0
+    assert buckets.sweep(shard) == 0
 
 
 @hsettings(
