@@ -106,10 +106,7 @@ class Applier:
     entries: dict[tuple[int, str], int] = field(default_factory=dict)
     #: (shard, iid) -> counts tags of the days its chats last moved out of (newest first)
     moved_from: dict[tuple[int, str], list[str]] = field(default_factory=dict)
-    _migrated: set[int] = field(default_factory=set)
-    _hashes: dict[str, int] = field(
-        default_factory=dict
-    )  # chat -> chat_hash, recent ones  # shards whose old chat keys are moved
+    _hashes: dict[str, int] = field(default_factory=dict)  # chat -> chat_hash, recent ones
     _ahead: tuple[Ahead, list[Any], Planned] | None = None  # the next batch, read and planned
 
     def __post_init__(self) -> None:
