@@ -39,6 +39,7 @@ TAGS_AT = 13  # the apply script's ARGV index of its first tag (1-based), in eve
 FIXED_KEYS = 9  # the shard's own keys, first in KEYS
 TERMINAL = frozenset({Kind.SOLVED, Kind.DELETED, Kind.SOLVED_GROUP_UNNAMED})  # they count
 DAY_MS = 86_400_000
+FIRST_BATCH = 200  # entries of a drain's first batch (nothing read ahead yet)
 HASHES_KEPT = 100_000  # recent chats' placement hashes remembered
 MOVED_DAYS_KEPT = 3  # per integration: the days its chats moved out of, declared ahead
 SPLITS_PER_CALL = 64  # each moves about BUCKET_LOAD entries
@@ -79,7 +80,8 @@ def send(connection: Any, *args: Any) -> None:
 
 
 Ahead = tuple[int, str, str, str, int]  # shard, source, start, end, count of a batch read
-Planned = tuple[list[str], list[Any], int, list[str]]  # tags, plan, its integrations, names
+# tags, plan, its integrations, key names, events per integration
+Planned = tuple[list[str], list[Any], int, list[str], dict[str, int]]
 
 
 @dataclass(frozen=True)
@@ -195,15 +197,20 @@ class Applier:
         s = self.settings
         limit = count or s.drain_batch
         parking = "park" if not (dead_letter or parked) else ("parked" if parked else "")
+        reading_ahead = parking == "park" and self._raw is not None
         entries, planned = self._take_ahead((shard, source, start, end, limit))
+        read = limit
         if planned is None:
-            entries = self._read(source, start, end, limit)
+            # Nothing read ahead (a drain's first batch): a small one, planned while nothing
+            # else runs, so that the next, full one is planned while Redis applies it.
+            read = min(limit, FIRST_BATCH) if reading_ahead else limit
+            entries = self._read(source, start, end, read)
         if not entries and not (parked and start == "-"):
             return BatchResult("", 0, [], [], "")
         # (A whole pass over an emptied parking stream still runs: it forgets the waits.)
         range_end = text(entries[-1][0]) if entries else end  # not entries added since
         ahead: Ahead | None = None
-        if parking == "park" and len(entries) == limit and self._raw is not None:
+        if reading_ahead and len(entries) == read:
             ahead = (shard, source, "(" + range_end, end, limit)  # likely more: read ahead
         head: list[Any] = [
             start,
@@ -225,11 +232,11 @@ class Applier:
                 planned = self._plan(shard, entries, extra, parking, parked)
                 if not self._realize(shard, planned):
                     continue  # another worker splits: its counts come with the next plan
-            tags, plan, layouts, names = planned
-            planned = None
+            current, planned = planned, None
+            tags, plan, layouts, names, _ = current
             head[-1] = layouts
             if ahead is not None:
-                out = self._run_reading_ahead(shard, source, head, tags, plan, names, ahead)
+                out = self._run_reading_ahead(shard, source, head, current, ahead)
                 ahead = None
             else:
                 out = self.run_script(shard, source, "apply", head, tags, plan, names)
@@ -278,13 +285,12 @@ class Applier:
         shard: int,
         source: str,
         head: list[Any],
-        tags: list[str],
-        plan: list[Any],
-        names: list[str],
+        planned: Planned,
         ahead: Ahead,
     ) -> Any:
         """The apply call, while the next batch is read and planned: its XRANGE goes first
         (on a second connection), then the script; the plan is made while Redis runs it."""
+        tags, plan, _, names, counts = planned
         keys = self._fixed(shard, source) + names
         args = ["apply", *head, *tags, *plan]
         script = load(Lua.APPLY)
@@ -293,12 +299,12 @@ class Applier:
         try:
             # The read first, answered before the script is sent: Redis serves connections in
             # no set order, and a read queued behind the script would wait for it.
-            _, source_ahead, start, end, count = ahead
-            send(reader, "XRANGE", source_ahead, start, end, "COUNT", count)
+            _, source_ahead, start, end, limit = ahead
+            send(reader, "XRANGE", source_ahead, start, end, "COUNT", limit)
             following = list(reader.read_response() or [])
             send(writer, "EVALSHA", script.sha, len(keys), *keys, *args)
             if following:
-                planned = self._plan(shard, following, [], "park", "", growth=2)
+                planned = self._plan(shard, following, [], "park", "", before=counts)
                 self._ahead = (ahead, following, planned)
             try:
                 return writer.read_response()
@@ -320,11 +326,13 @@ class Applier:
         (ahead, entries, planned), self._ahead = self._ahead, None
         return (entries, planned) if ahead == wanted else ([], None)
 
-    def layouts_for(self, shard: int, events: list[Event | None], growth: int) -> dict[str, int]:
-        """The bucket count to place each integration's chats with: today's, or more when
-        the events could fill the buckets past SPLIT_AT (`growth` times as many events may
-        be applied before these; about half of a stream's events are new chats), split
-        before they are applied (`_realize`)."""
+    def layouts_for(
+        self, shard: int, events: list[Event | None], before: dict[str, int] | None = None
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """The bucket count to place each integration's chats with (today's, or more when
+        the events could fill its buckets past SPLIT_AT: split before they are applied,
+        `_realize`), and its events. `before`: events of a batch applied ahead of these.
+        (Each event adds at most one entry: an exact bound.)"""
         counts: dict[str, int] = {}
         for event in events:
             if event is not None:
@@ -337,14 +345,15 @@ class Applier:
                 self.layouts[(shard, iid)] = bucket_count(values[2 * i])
                 self.entries[(shard, iid)] = int(values[2 * i + 1] or 0)
         out = {}
+        earlier = before or {}
         for iid, count in counts.items():
             n = self.layouts.get((shard, iid), 1)
-            could_hold = self.entries[(shard, iid)] + count * growth // 2
+            could_hold = self.entries[(shard, iid)] + count + earlier.get(iid, 0)
             # (One bucket alone may fill to twice as much: tiny integrations stay one key.)
             if could_hold > SPLIT_AT * max(n, 2):
                 n = max(n, -(-could_hold // BUCKET_LOAD))
             out[iid] = n
-        return out
+        return out, counts
 
     def _realize(self, shard: int, planned: Planned) -> bool:
         """Split buckets up to the counts the plan places chats with; False if another worker
@@ -363,7 +372,7 @@ class Applier:
         extra: list[str],
         parking: str,
         parked: str,
-        growth: int = 1,
+        before: dict[str, int] | None = None,
     ) -> Planned:
         """The tags of the keys the entries need and the apply script's plan: each
         integration's bucket count, then per entry its id and the KEYS indexes of its chat's
@@ -384,7 +393,7 @@ class Applier:
             for letter in ("g", "qi", "qs", "pg", "pr"):
                 key_index(f"{letter}|{parked}")
         events = [_event(fields) for _, fields in entries]
-        layouts = self.layouts_for(shard, events, growth)
+        layouts, counts = self.layouts_for(shard, events, before)
         per_entry: list[int] = []  # bucket and day KEYS indexes of each entry
         add = per_entry.extend
         hashes = self._hashes  # a chat's events come close together: hash it once
@@ -426,7 +435,7 @@ class Applier:
         plan = [x for iid, n in layouts.items() for x in (iid, n)]
         if entries:  # the entries it was planned for, then one string for the indexes
             plan += [entries[0][0], entries[-1][0], ",".join(map(str, per_entry))]
-        return tags, plan, len(layouts), self._named(shard, tags)
+        return tags, plan, len(layouts), self._named(shard, tags), counts
 
     def split_to(self, shard: int, targets: dict[str, int]) -> None:
         """Split integrations' chat buckets until each has its target count (never fewer

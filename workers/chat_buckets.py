@@ -58,7 +58,7 @@ class ChatBuckets:
         if not chunk:
             return 0
         events: list[Event | None] = [(iid, chat, 0, 0, "") for _, iid, chat in chunk]
-        layouts = self.applier.layouts_for(shard, events, 1)
+        layouts, _ = self.applier.layouts_for(shard, events)
         short = {
             iid: n for iid, n in layouts.items() if self.applier.layouts.get((shard, iid), 1) < n
         }
