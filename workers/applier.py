@@ -39,7 +39,6 @@ TAGS_AT = 13  # the apply script's ARGV index of its first tag (1-based), in eve
 FIXED_KEYS = 9  # the shard's own keys, first in KEYS
 TERMINAL = frozenset({Kind.SOLVED, Kind.DELETED, Kind.SOLVED_GROUP_UNNAMED})  # they count
 DAY_MS = 86_400_000
-FIRST_BATCH = 200  # entries of a drain's first batch (nothing read ahead yet)
 HASHES_KEPT = 100_000  # recent chats' placement hashes remembered
 MOVED_DAYS_KEPT = 3  # per integration: the days its chats moved out of, declared ahead
 SPLITS_PER_CALL = 64  # each moves about BUCKET_LOAD entries
@@ -197,20 +196,15 @@ class Applier:
         s = self.settings
         limit = count or s.drain_batch
         parking = "park" if not (dead_letter or parked) else ("parked" if parked else "")
-        reading_ahead = parking == "park" and self._raw is not None
         entries, planned = self._take_ahead((shard, source, start, end, limit))
-        read = limit
         if planned is None:
-            # Nothing read ahead (a drain's first batch): a small one, planned while nothing
-            # else runs, so that the next, full one is planned while Redis applies it.
-            read = min(limit, FIRST_BATCH) if reading_ahead else limit
-            entries = self._read(source, start, end, read)
+            entries = self._read(source, start, end, limit)
         if not entries and not (parked and start == "-"):
             return BatchResult("", 0, [], [], "")
         # (A whole pass over an emptied parking stream still runs: it forgets the waits.)
         range_end = text(entries[-1][0]) if entries else end  # not entries added since
         ahead: Ahead | None = None
-        if reading_ahead and len(entries) == read:
+        if parking == "park" and len(entries) == limit and self._raw is not None:
             ahead = (shard, source, "(" + range_end, end, limit)  # likely more: read ahead
         head: list[Any] = [
             start,
